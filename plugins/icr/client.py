@@ -1,0 +1,578 @@
+"""HTTP client for the ICR Apps API: session, retry policy, error mapping, shared rate gate.
+
+Retry policy (ICR documents no rate limits, see docs/icr-api §5 — all [Assumed]/[GitHub]):
+
+* transient → retried with tenacity: 429, 500, 502, 503, 504, GitHub-style ``403`` with
+  ``x-ratelimit-remaining: 0``, connect/read timeouts, connection resets / truncated bodies,
+  and a ``200`` whose body is not JSON (a proxy page or a cut-off response);
+* wait: ``Retry-After`` (seconds or HTTP date; ``0``, negative or garbage = no hint), or
+  ``x-ratelimit-reset`` for the 403 form, else exponential backoff with full jitter;
+* bounded by attempts (``max_retries``) **and** total wait (``max_retry_wait_s``): whichever
+  comes first raises :class:`~icr.errors.ICRAPIError` with the last status and ICR's message;
+* ``401``: the app JWT is invalidated and the request retried once with a fresh one;
+* any other 4xx fails at once.
+
+A :class:`RateGate` shared by all threads of one client makes everyone pause when one request
+is rate limited, so concurrent paging slows down as a whole instead of hammering the API.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from icr import __version__
+from icr.auth import AppJWT, mask
+from icr.errors import ICRAPIError, ICRConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.carbonregistry.com"
+DEFAULT_API_VERSION = "2023-06-16"
+USER_AGENT = f"icr-installations-sync/{__version__} (+Apache Airflow provider; python-requests/{requests.__version__})"
+FIELD_HOST = "host (API base URL)"
+
+#: [ICR] installation/app access tokens live 2 hours; refresh 5 minutes before ``expiresAt``.
+ACCESS_TOKEN_REFRESH_MARGIN_S = 300.0
+#: used when ``expiresAt`` is missing or unparseable: half of ICR's documented 2 hours.
+ACCESS_TOKEN_FALLBACK_TTL_S = 3600.0
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: statuses whose wait should pause every thread (they say "too much traffic").
+_GATE_REASONS = frozenset({"429", "403-ratelimit"})
+
+MAX_MESSAGE_CHARS = 300
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def normalize_base_url(base_url: str | None, *, allow_insecure_http: bool = False, conn_id: str | None = None) -> str:
+    """Validate the API base URL: https anywhere, http only to loopback unless allowed."""
+    if base_url is None or not str(base_url).strip():
+        return DEFAULT_BASE_URL
+    url = str(base_url).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ICRConfigError(
+            FIELD_HOST,
+            f"{url!r} has no http(s):// scheme; use e.g. {DEFAULT_BASE_URL} (or leave it empty for production)",
+            conn_id,
+        )
+    if parts.username or parts.password:
+        raise ICRConfigError(FIELD_HOST, "must not contain credentials (user:password@)", conn_id)
+    if parts.query or parts.fragment:
+        raise ICRConfigError(FIELD_HOST, "must not contain a query string or fragment", conn_id)
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname or ""):
+        raise ICRConfigError(
+            FIELD_HOST,
+            f"plain http:// to {parts.hostname!r} would send the app JWT unencrypted; use https:// "
+            "(or set extra.allow_insecure_http for a test server)",
+            conn_id,
+        )
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``: the only hosts where plain http is harmless."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or None for "no usable hint"."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds <= 0 or seconds == float("inf"):  # NaN, 0, negative
+        return None
+    return seconds
+
+
+def api_message(response: requests.Response) -> str:
+    """ICR's error message, from NestJS or GitHub JSON or plain text, truncated."""
+    text = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        msg = body.get("message")
+        if isinstance(msg, list):
+            text = "; ".join(str(m) for m in msg)
+        elif msg is not None:
+            text = str(msg)
+        error = body.get("error")
+        if isinstance(error, str) and error and error not in text:
+            text = f"{error}: {text}" if text else error
+        doc = body.get("documentation_url")
+        if isinstance(doc, str) and doc:
+            text = f"{text} ({doc})" if text else doc
+        if not text:
+            text = json.dumps(body)[:MAX_MESSAGE_CHARS]
+    elif body is not None:
+        text = json.dumps(body)
+    else:
+        try:
+            text = response.text
+        except Exception:  # pragma: no cover - undecodable body
+            text = ""
+        text = " ".join(text.split())
+    if not text:
+        text = response.reason or "(empty body)"
+    return _truncate(text)
+
+
+def _truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _display_path(path: str, params: dict[str, Any] | None) -> str:
+    """Path (and harmless query) as it appears in errors and logs."""
+    if not params:
+        return path
+    return f"{path}?{urlencode(params)}"
+
+
+# --------------------------------------------------------------------------- stats and gate
+
+
+class ClientStats:
+    """Thread-safe counters the sync records in its run row."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.retries_by_reason: Counter[str] = Counter()
+        self.tokens_minted = 0
+        self.access_tokens_fetched = 0
+        self.wait_seconds = 0.0
+        self.gate_waits = 0
+        self.gate_wait_seconds = 0.0
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def count_retry(self, reason: str, wait: float) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retries_by_reason[reason] += 1
+            self.wait_seconds += wait
+
+    def count_gate_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.gate_waits += 1
+            self.gate_wait_seconds += seconds
+            self.wait_seconds += seconds
+
+    def set_tokens_minted(self, value: int) -> None:
+        with self._lock:
+            self.tokens_minted = value
+
+    def count_access_token(self) -> None:
+        with self._lock:
+            self.access_tokens_fetched += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "retries_by_reason": dict(self.retries_by_reason),
+                "tokens_minted": self.tokens_minted,
+                "access_tokens_fetched": self.access_tokens_fetched,
+                "wait_seconds": round(self.wait_seconds, 3),
+                "gate_waits": self.gate_waits,
+                "gate_wait_seconds": round(self.gate_wait_seconds, 3),
+            }
+
+    def __repr__(self) -> str:
+        return f"ClientStats({self.as_dict()})"
+
+
+class RateGate:
+    """A shared "not before" time: after a rate limit every thread waits before its next request."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._not_before = 0.0
+
+    def hold(self, seconds: float) -> None:
+        """Nobody sends before ``now + seconds`` (extends, never shortens, an existing hold)."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._not_before - self._clock())
+
+    def wait(self) -> float:
+        """Block until the gate is open; return the seconds waited (0 if it was open)."""
+        waited = 0.0
+        while True:
+            remaining = self.remaining()
+            if remaining <= 0:
+                return waited
+            self._sleep(remaining)
+            waited += remaining
+
+    def __repr__(self) -> str:
+        return f"RateGate(remaining={self.remaining():.3f}s)"
+
+
+# --------------------------------------------------------------------------- retry plumbing
+
+
+class _Transient(Exception):
+    """One failed attempt worth retrying (internal; never escapes the client)."""
+
+    def __init__(self, reason: str, status: int | None, message: str, hint: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.message = message
+        self.hint = hint  # seconds the server asked us to wait, if it said so
+
+
+class _Unauthorized(Exception):
+    def __init__(self, message: str, token: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.token = token
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    display: str
+    params: dict[str, Any] | None
+    json_body: Any
+    ok: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class ICRClient:
+    """Talks to the ICR Apps API as the app; safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        auth: AppJWT,
+        *,
+        api_version: str = DEFAULT_API_VERSION,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        max_retry_wait_s: float = 300.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        allow_insecure_http: bool = False,
+        pool_size: int = 10,
+        session: requests.Session | None = None,
+        gate: RateGate | None = None,
+        clock: Callable[[], float] = time.time,
+        conn_id: str | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url, allow_insecure_http=allow_insecure_http, conn_id=conn_id)
+        if max_retries < 1:
+            raise ValueError("max_retries counts attempts and must be >= 1")
+        self.auth = auth
+        self.api_version = api_version or DEFAULT_API_VERSION
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.max_retry_wait_s = float(max_retry_wait_s)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.pool_size = max(1, int(pool_size))
+        self.gate = gate or RateGate()
+        self.stats = ClientStats()
+        self._clock = clock
+        self._session = session or self._new_session()
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._token_locks: dict[str, threading.Lock] = {}
+        self._tokens_lock = threading.Lock()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def ensure_pool_size(self, n: int) -> None:
+        """Let ``n`` threads keep their connections (the pager calls this for its concurrency)."""
+        if n > self.pool_size:
+            self.pool_size = n
+            adapter = HTTPAdapter(pool_connections=n, pool_maxsize=n, max_retries=0)
+            self._session.mount("https://", adapter)
+            self._session.mount("http://", adapter)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ICRClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ICRClient(base_url={self.base_url!r}, app_id={self.auth.app_id!r}, api_version={self.api_version!r})"
+
+    # ------------------------------------------------------------------ public API
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``path`` and return the decoded JSON body (retries as in the module doc)."""
+        return self._request("GET", path, params=params, ok=(200,))
+
+    def post_json(self, path: str, json: Any = None, ok: Iterable[int] = (200, 201)) -> Any:
+        """POST a JSON body and return the decoded JSON answer."""
+        return self._request("POST", path, json_body=json, ok=tuple(ok))
+
+    def get_installation(self, installation_id: str) -> dict[str, Any]:
+        """One installation (ICR answers the object unwrapped); 404 → ICRAPIError."""
+        body = self.get_json(f"/app/installations/{installation_id}")
+        if not isinstance(body, dict):
+            raise ICRAPIError(200, "GET", f"/app/installations/{installation_id}", "answer is not a JSON object")
+        return body
+
+    def get_installation_token(self, installation_id: str) -> str:
+        """An installation access token (``crs_…``), cached until 5 minutes before ``expiresAt``."""
+        return self._access_token(f"installation:{installation_id}", f"/app/installations/{installation_id}/accessTokens")
+
+    def get_app_token(self) -> str:
+        """An app access token for public resources (``/projects``), cached like installation tokens."""
+        return self._access_token("app", "/app/accessTokens")
+
+    # ------------------------------------------------------------------ access tokens
+
+    def _access_token(self, cache_key: str, path: str) -> str:
+        with self._tokens_lock:
+            lock = self._token_locks.setdefault(cache_key, threading.Lock())
+        with lock:  # per key: one fetch per installation, different installations in parallel
+            cached = self._tokens.get(cache_key)
+            if cached and self._clock() < cached[1] - ACCESS_TOKEN_REFRESH_MARGIN_S:
+                return cached[0]
+            body = self.post_json(path, ok=(200, 201))
+            token = body.get("token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise ICRAPIError(200, "POST", path, "answer has no 'token' field")
+            mask(token)
+            expires_at = _parse_expiry(body.get("expiresAt"), now=self._clock())
+            self._tokens[cache_key] = (token, expires_at)
+            self.stats.count_access_token()
+            return token
+
+    # ------------------------------------------------------------------ request machinery
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> Any:
+        if not path.startswith("/"):
+            path = "/" + path
+        call = _Call(method, path, _display_path(path, params), params, json_body, ok)
+        try:
+            return self._with_retries(call)
+        except _Unauthorized as first:
+            # [GitHub practice] one re-mint after a 401: the token may have expired in flight or
+            # the clocks disagree. Only this token is dropped; a second 401 is final.
+            self.auth.invalidate(first.token)
+            self.stats.count_retry("401", 0.0)
+            log.warning("ICR %s %s: HTTP 401 (%s); minting a new app JWT and retrying once", method, call.display, first.message)
+            try:
+                return self._with_retries(call)
+            except _Unauthorized as second:
+                raise ICRAPIError(401, method, call.display, second.message, attempts=2) from None
+
+    def _with_retries(self, call: _Call) -> Any:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=self._wait,
+            stop=self._stop,
+            before_sleep=self._before_sleep(call),
+            retry_error_callback=self._give_up(call),
+            sleep=time.sleep,
+        )
+        return retrying(self._attempt, call)
+
+    def _attempt(self, call: _Call) -> Any:
+        waited = self.gate.wait()
+        if waited > 0:
+            self.stats.count_gate_wait(waited)
+        token = self.auth.token()
+        self.stats.set_tokens_minted(self.auth.minted)
+        # Per request, not session defaults, so a caller-supplied session gets them too.
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-ICR-Api-Version": self.api_version,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self.stats.count_request()
+        try:
+            response = self._session.request(
+                call.method,
+                self.base_url + call.path,
+                params=call.params,
+                json=call.json_body,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        except requests.Timeout as exc:
+            raise _Transient("timeout", None, f"timed out after {self.timeout:g}s ({type(exc).__name__})") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            text = str(exc)
+            if "timed out" in text.lower():
+                raise _Transient("timeout", None, f"timed out after {self.timeout:g}s while reading") from None
+            raise _Transient("reset", None, f"connection failed ({type(exc).__name__})") from None
+        return self._handle(call, response, token)
+
+    def _handle(self, call: _Call, response: requests.Response, token: str) -> Any:
+        status = response.status_code
+        if status in call.ok:
+            if status == 204 or not response.content:
+                if call.method == "GET":
+                    raise _Transient("bad_json", status, "empty body where JSON was expected")
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                # A 200 with a cut-off or non-JSON body (a proxy page, a truncated stream) is
+                # transient: asking again usually gets the real answer.
+                raise _Transient("bad_json", status, f"HTTP {status} body is not valid JSON") from None
+        message = api_message(response)
+        if status == 401:
+            raise _Unauthorized(message, token)
+        if status in RETRY_STATUSES:
+            hint = parse_retry_after(response.headers.get("Retry-After"))
+            raise _Transient(str(status), status, message, hint)
+        if status == 403 and response.headers.get("x-ratelimit-remaining", "").strip() == "0":
+            hint = None
+            reset = response.headers.get("x-ratelimit-reset")
+            try:
+                hint = float(reset) - time.time() if reset is not None else None
+            except ValueError:
+                hint = None
+            if hint is not None and hint <= 0:
+                hint = 1.0  # the window already reset by our clock: wait a moment, not zero
+            raise _Transient("403-ratelimit", status, message, hint)
+        raise ICRAPIError(status, call.method, call.display, message)
+
+    # tenacity callbacks ------------------------------------------------
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = exc.hint if isinstance(exc, _Transient) else None
+        if hint is not None:
+            wait = hint
+        else:
+            # full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**n))
+            ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
+            wait = random.uniform(0, ceiling)
+        return wait
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= self.max_retries:
+            return True
+        return state.idle_for + state.upcoming_sleep > self.max_retry_wait_s
+
+    def _before_sleep(self, call: _Call) -> Callable[[tenacity.RetryCallState], None]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            reason = exc.reason if isinstance(exc, _Transient) else "unknown"
+            wait = state.upcoming_sleep
+            if isinstance(exc, _Transient) and (
+                exc.reason in _GATE_REASONS or (exc.reason == "503" and exc.hint is not None)
+            ):
+                # Only now (we will really sleep): make every thread of this client wait too.
+                self.gate.hold(wait)
+            self.stats.count_retry(reason, wait)
+            log.warning(
+                "ICR %s %s: %s (%s); attempt %d/%d, retrying in %.2fs",
+                call.method,
+                call.display,
+                reason,
+                exc.message if isinstance(exc, _Transient) else exc,
+                state.attempt_number,
+                self.max_retries,
+                wait,
+            )
+
+        return before_sleep
+
+    def _give_up(self, call: _Call) -> Callable[[tenacity.RetryCallState], Any]:
+        def give_up(state: tenacity.RetryCallState) -> Any:
+            exc = state.outcome.exception() if state.outcome else None
+            if not isinstance(exc, _Transient):  # pragma: no cover - only _Transient is retried
+                raise exc if exc else RuntimeError("retry failed without an exception")
+            message = exc.message
+            if state.attempt_number < self.max_retries:
+                message += (
+                    f" (gave up: next wait {state.upcoming_sleep:.1f}s would exceed "
+                    f"max_retry_wait {self.max_retry_wait_s:g}s)"
+                )
+            raise ICRAPIError(exc.status, call.method, call.display, message, attempts=state.attempt_number)
+
+        return give_up
+
+
+def _parse_expiry(value: Any, *, now: float) -> float:
+    """``expiresAt`` (ISO-8601, ``Z``) → epoch seconds; unknown → a conservative default."""
+    if isinstance(value, str) and value:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            return when.timestamp()
+        except ValueError:
+            pass
+    log.warning("ICR access token has no usable expiresAt (%r); assuming it lives %ds", value, ACCESS_TOKEN_FALLBACK_TTL_S)
+    return now + ACCESS_TOKEN_FALLBACK_TTL_S

@@ -1,0 +1,68 @@
+"""Exceptions with messages a user can act on.
+
+Every message names what was wrong and where (the connection field, the request path, the
+record). None may contain a private key, a passphrase, a JWT or an access token: the messages
+reach Airflow task logs, ``icr_sync_runs.error`` and the UI.
+"""
+
+from __future__ import annotations
+
+
+class ICRError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ICRConfigError(ICRError):
+    """The ``icr_default`` (or another ICR) connection is misconfigured.
+
+    ``field`` is the connection field at fault as a human sees it in the UI, e.g.
+    ``"login (App ID)"`` or ``"extra.private_key_passphrase"``.
+    """
+
+    def __init__(self, field: str, message: str, conn_id: str | None = None) -> None:
+        self.field = field
+        self.conn_id = conn_id
+        where = f"connection {conn_id!r}, " if conn_id else ""
+        super().__init__(f"{where}field {field}: {message}")
+
+
+class ICRAPIError(ICRError):
+    """ICR answered with an error status that is not worth retrying (or retries ran out)."""
+
+    def __init__(
+        self,
+        status: int | None,
+        method: str,
+        path: str,
+        message: str,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.api_message = message
+        self.attempts = attempts
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"ICR API {method} {path} failed with {status_text}{tries}: {message}")
+
+
+class ICRSnapshotError(ICRError):
+    """The API returned data that cannot form a trustworthy snapshot (e.g. malformed pages)."""
+
+
+class WarehouseError(ICRError):
+    """The warehouse refused a write or a check failed; the transaction was rolled back."""
+
+
+class MassRemovalError(WarehouseError):
+    """A complete snapshot would mark too many active installations as removed."""
+
+
+class RejectThresholdError(WarehouseError):
+    """Too many records failed validation for the run to be trusted."""
+
+
+class QualityCheckError(WarehouseError):
+    """A post-load quality check failed."""

@@ -1,0 +1,327 @@
+"""The Airflow hook for ICR: an ``icr`` connection in, a ready :class:`~icr.client.ICRClient` out.
+
+Connection fields (the form itself comes from :mod:`icr.provider`):
+
+* ``host``: the API base URL *with* scheme, e.g. ``https://sandbox-api.carbonregistry.com``.
+  Empty means production. In the JSON form of ``AIRFLOW_CONN_ICR_DEFAULT`` write it whole:
+  ``{"conn_type": "icr", "host": "http://127.0.0.1:8765", "login": "<app id>", "password": "<PEM>"}``.
+  The URI form puts a bare host in ``host``; give the scheme as the URI path (Airflow's ``schema``):
+  ``icr://<app id>:<url-encoded PEM>@api.carbonregistry.com/https``.
+* ``login``: the App ID; ``password``: the private key PEM (or ``extra.private_key_path``).
+* extras: ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
+  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``.
+  Strings such as ``"10"`` or ``"true"`` are accepted; anything else is an ``ICRConfigError``
+  naming ``extra.<name>``. The ``extra__icr__<name>`` spelling of older forms works too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from icr import provider
+from icr.auth import AppJWT, load_private_key, public_key_fingerprint, validate_app_id
+from icr.client import DEFAULT_BASE_URL, FIELD_HOST, ICRClient, normalize_base_url
+from icr.errors import ICRAPIError, ICRConfigError, ICRError
+from icr.paging import InstallationPager
+
+log = logging.getLogger(__name__)
+
+#: test_connection() must answer the UI quickly: few attempts and a short total wait.
+TEST_MAX_RETRIES = 2
+TEST_MAX_RETRY_WAIT_S = 5.0
+TEST_TIMEOUT_S = 15.0
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+@dataclass(frozen=True)
+class ICRConnectionSettings:
+    """What an ``icr`` connection says, parsed and validated (no secrets in its repr)."""
+
+    conn_id: str | None
+    base_url: str
+    app_id: str
+    api_version: str
+    page_size: int
+    concurrency: int
+    timeout: float
+    max_retries: int
+    max_retry_wait_s: float
+    allow_insecure_http: bool
+    private_key_path: str | None
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> ICRConnectionSettings:
+        conn_id = getattr(conn, "conn_id", None)
+        extras = _extras(conn)
+        known = set(provider.CONN_FIELDS)
+        unknown = sorted(k for k in extras if k not in known)
+        if unknown:
+            log.warning("ICR connection %r: ignoring unknown extra field(s) %s", conn_id, ", ".join(unknown))
+        allow_http = _bool(extras, "allow_insecure_http", False, conn_id)
+        return cls(
+            conn_id=conn_id,
+            base_url=_base_url(conn, allow_http, conn_id),
+            app_id=validate_app_id(getattr(conn, "login", None), conn_id=conn_id),
+            api_version=_str(extras, "api_version", provider.DEFAULT_API_VERSION, conn_id),
+            page_size=_int(extras, "page_size", provider.DEFAULT_PAGE_SIZE, conn_id, minimum=1),
+            concurrency=_int(extras, "concurrency", provider.DEFAULT_CONCURRENCY, conn_id, minimum=1),
+            timeout=_float(extras, "timeout", provider.DEFAULT_TIMEOUT_S, conn_id, positive=True),
+            max_retries=_int(extras, "max_retries", provider.DEFAULT_MAX_RETRIES, conn_id, minimum=1),
+            max_retry_wait_s=_float(extras, "max_retry_wait", provider.DEFAULT_MAX_RETRY_WAIT_S, conn_id),
+            allow_insecure_http=allow_http,
+            private_key_path=_str(extras, "private_key_path", None, conn_id),
+        )
+
+
+class ICRHook(BaseHook):
+    """Interact with the ICR Apps API as an ICR App (app JWT auth, paging, retries)."""
+
+    conn_name_attr = "icr_conn_id"
+    default_conn_name = "icr_default"
+    conn_type = "icr"
+    hook_name = "ICR App"
+
+    def __init__(
+        self,
+        icr_conn_id: str = default_conn_name,
+        *,
+        page_size: int | None = None,
+        concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.icr_conn_id = icr_conn_id
+        self.page_size = page_size
+        self.concurrency = concurrency
+        self._client: ICRClient | None = None
+        self._settings: ICRConnectionSettings | None = None
+
+    def __repr__(self) -> str:
+        return f"ICRHook(icr_conn_id={self.icr_conn_id!r})"
+
+    # ------------------------------------------------------------------ UI (fallback only)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Same as the provider info's ``ui-field-behaviour`` (which Airflow 3.3 prefers)."""
+        b = provider.UI_FIELD_BEHAVIOUR
+        return {
+            "hidden_fields": list(b["hidden-fields"]),
+            "relabeling": dict(b["relabeling"]),
+            "placeholders": dict(b["placeholders"]),
+        }
+
+    # ------------------------------------------------------------------ client
+
+    @property
+    def settings(self) -> ICRConnectionSettings:
+        if self._settings is None:
+            self._settings = ICRConnectionSettings.from_connection(self.get_connection(self.icr_conn_id))
+        return self._settings
+
+    def _build_client(self, **overrides: Any) -> ICRClient:
+        conn = self.get_connection(self.icr_conn_id)
+        settings = ICRConnectionSettings.from_connection(conn)
+        self._settings = settings
+        extras = _extras(conn)
+        key = load_private_key(
+            getattr(conn, "password", None) or None,
+            path=settings.private_key_path,
+            passphrase=_str(extras, "private_key_passphrase", None, settings.conn_id),
+            conn_id=settings.conn_id,
+        )
+        auth = AppJWT(settings.app_id, key, conn_id=settings.conn_id)
+        concurrency = self.concurrency or settings.concurrency
+        kwargs: dict[str, Any] = {
+            "api_version": settings.api_version,
+            "timeout": settings.timeout,
+            "max_retries": settings.max_retries,
+            "max_retry_wait_s": settings.max_retry_wait_s,
+            "allow_insecure_http": settings.allow_insecure_http,
+            "pool_size": max(10, concurrency),
+            "conn_id": settings.conn_id,
+        }
+        kwargs.update(overrides)
+        return ICRClient(settings.base_url, auth, **kwargs)
+
+    def get_conn(self) -> ICRClient:
+        """The hook's client, built on first use and then reused (one JWT cache, one rate gate)."""
+        if self._client is None:
+            self._client = self._build_client()
+        return self._client
+
+    def installations(self, page_size: int | None = None, concurrency: int | None = None) -> InstallationPager:
+        """A pager over ``GET /app/installations``; arguments beat hook arguments beat extras."""
+        client = self.get_conn()
+        settings = self.settings
+        return InstallationPager(
+            client,
+            page_size=page_size or self.page_size or settings.page_size,
+            concurrency=concurrency or self.concurrency or settings.concurrency,
+        )
+
+    # ------------------------------------------------------------------ test button
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Really call ICR (``GET /app/installations?limit=1&page=0``) and say what happened."""
+        fingerprint = ""
+        base_url = DEFAULT_BASE_URL
+        try:
+            client = self._build_client(
+                max_retries=TEST_MAX_RETRIES, max_retry_wait_s=TEST_MAX_RETRY_WAIT_S, timeout=TEST_TIMEOUT_S
+            )
+            base_url = client.base_url
+            fingerprint = client.auth.fingerprint
+            try:
+                body = client.get_json("/app/installations", params={"limit": 1, "page": 0})
+            finally:
+                client.close()
+        except ICRConfigError as exc:
+            return False, f"Invalid ICR connection: {exc}"
+        except ICRAPIError as exc:
+            hint = ""
+            if exc.status == 401:
+                hint = (
+                    " ICR rejected the app JWT: check the App ID (login), that the key with fingerprint "
+                    f"{fingerprint} is active for this app, and the worker's clock."
+                )
+            elif exc.status == 403:
+                hint = " The app is not allowed to list its installations."
+            elif exc.status is None:
+                hint = f" Could not reach {base_url}: check the API base URL and the network."
+            return False, f"{exc}.{hint}"
+        except ICRError as exc:
+            return False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the UI must get a message, not a traceback
+            return False, f"Unexpected {type(exc).__name__} while testing the ICR connection: {exc}"
+        total: Any = None
+        if isinstance(body, dict) and isinstance(body.get("pagination"), dict):
+            total = body["pagination"].get("total")
+        if total is None and isinstance(body, dict) and isinstance(body.get("installations"), list):
+            total = f"at least {len(body['installations'])}"
+        return True, (
+            f"Connected to {base_url} as ICR App {self.settings.app_id}: {total} installations; "
+            f"public key fingerprint {fingerprint}"
+        )
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+def _extras(conn: Any) -> dict[str, Any]:
+    try:
+        raw = conn.extra_dejson
+    except Exception:
+        raise ICRConfigError("extra", "is not valid JSON", getattr(conn, "conn_id", None)) from None
+    if not isinstance(raw, dict):
+        raise ICRConfigError("extra", "must be a JSON object", getattr(conn, "conn_id", None))
+    out: dict[str, Any] = {}
+    prefix = "extra__icr__"
+    for k, v in raw.items():
+        name = k[len(prefix):] if k.startswith(prefix) else k
+        if k.startswith(prefix) and name in out:
+            continue  # the plain spelling wins
+        out[name] = v
+    return {k: v for k, v in out.items() if v is not None and v != ""}
+
+
+def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
+    host = (getattr(conn, "host", None) or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        schema = (getattr(conn, "schema", None) or "").strip().lower()
+        if schema not in ("http", "https"):
+            raise ICRConfigError(
+                FIELD_HOST,
+                f"{host!r} has no http(s):// scheme; write the whole URL, e.g. https://{host} "
+                "(in a connection URI, give the scheme as the path: icr://...@host/https)",
+                conn_id,
+            )
+        port = getattr(conn, "port", None)
+        host = f"{schema}://{host}" + (f":{port}" if port and ":" not in host.split("]")[-1] else "")
+    return normalize_base_url(host, allow_insecure_http=allow_http, conn_id=conn_id)
+
+
+def _field(name: str) -> str:
+    return f"extra.{name}"
+
+
+def _str(extras: dict[str, Any], name: str, default: str | None, conn_id: str | None) -> str | None:
+    value = extras.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ICRConfigError(_field(name), f"must be a string, got {type(value).__name__}", conn_id)
+    return str(value).strip() or default
+
+
+def _int(extras: dict[str, Any], name: str, default: int, conn_id: str | None, *, minimum: int) -> int:
+    value = extras.get(name)
+    if value is None:
+        return default
+    parsed: int | None = None
+    if isinstance(value, bool):
+        parsed = None
+    elif isinstance(value, int):
+        parsed = value
+    elif isinstance(value, float) and value.is_integer():
+        parsed = int(value)
+    elif isinstance(value, str):
+        try:
+            f = float(value.strip())
+            parsed = int(f) if f.is_integer() else None
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise ICRConfigError(_field(name), f"must be a whole number, got {_show(value)}", conn_id)
+    if parsed < minimum:
+        raise ICRConfigError(_field(name), f"must be at least {minimum}, got {parsed}", conn_id)
+    return parsed
+
+
+def _float(extras: dict[str, Any], name: str, default: float, conn_id: str | None, *, positive: bool = False) -> float:
+    value = extras.get(name)
+    if value is None:
+        return default
+    parsed: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        parsed = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed != parsed or parsed in (float("inf"), float("-inf")):
+        raise ICRConfigError(_field(name), f"must be a number of seconds, got {_show(value)}", conn_id)
+    if parsed < 0 or (positive and parsed == 0):
+        raise ICRConfigError(_field(name), f"must be {'> 0' if positive else '>= 0'}, got {parsed:g}", conn_id)
+    return parsed
+
+
+def _bool(extras: dict[str, Any], name: str, default: bool, conn_id: str | None) -> bool:
+    value = extras.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+    raise ICRConfigError(_field(name), f"must be true or false, got {_show(value)}", conn_id)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,434 @@
+"""Paging over ``GET /app/installations``: the robust loop, concurrency, de-duplication, and the
+completeness report.
+
+Offset paging over live data can show an installation twice or skip one [general]. So each
+page is de-duplicated by id against everything seen in this snapshot, and the report says
+whether the snapshot can be trusted as complete:
+
+* the loop ended normally (no loop guard, no ``max_pages`` guard), and
+* ``pagination.total`` was the same on every page, and
+* the number of distinct ids equals that total.
+
+If ICR sends no ``total`` at all, "complete" means only that the loop ended normally
+(nothing better is knowable). A page whose JSON has the wrong shape (not an object, or
+``installations`` not a list) raises :class:`~icr.errors.ICRSnapshotError` at once: it is
+valid JSON, so it is deterministic, not transient, and it is not retried (non-JSON bodies are
+retried by the client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icr.errors import ICRSnapshotError
+
+if TYPE_CHECKING:
+    from icr.client import ICRClient
+
+log = logging.getLogger(__name__)
+
+INSTALLATIONS_PATH = "/app/installations"
+#: guard for max_pages=None: 100,000 pages (10 million installations at 100 a page).
+DEFAULT_MAX_PAGES = 100_000
+
+
+# --------------------------------------------------------------------------- de-duplication
+
+
+class SeenIds:
+    """A compact set of ids: 64-bit blake2b hashes in a sorted numpy array.
+
+    One million ids cost 8 MB (plus a bounded pending set), where a Python ``set`` of UUID
+    strings costs ~100 MB. Two different ids collide with probability ~n²/2⁶⁵ (≈3e-8 for a
+    million): a collision would count a new id as a duplicate; acceptable for a report.
+    """
+
+    def __init__(self, merge_every: int = 50_000) -> None:
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._pending: set[int] = set()
+        self._merge_every = merge_every
+
+    @staticmethod
+    def hash_id(value: str) -> int:
+        return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
+
+    def _in_sorted(self, hashes: np.ndarray) -> np.ndarray:
+        if self._sorted.size == 0 or hashes.size == 0:
+            return np.zeros(hashes.size, dtype=bool)
+        pos = np.searchsorted(self._sorted, hashes)
+        pos[pos >= self._sorted.size] = self._sorted.size - 1
+        return self._sorted[pos] == hashes
+
+    @staticmethod
+    def _hashes(ids: Iterable[str]) -> np.ndarray:
+        blake = hashlib.blake2b
+        digests = b"".join(blake(i.encode("utf-8"), digest_size=8).digest() for i in ids)
+        return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
+
+    def add_batch(self, ids: Iterable[str]) -> list[bool]:
+        """Add ids; return one flag per id, True where the id was not seen before."""
+        hashes = self._hashes(ids)
+        known = self._in_sorted(hashes).tolist()
+        pending = self._pending
+        out: list[bool] = []
+        for h, in_sorted in zip(hashes.tolist(), known):
+            if in_sorted or h in pending:
+                out.append(False)
+            else:
+                pending.add(h)
+                out.append(True)
+        if len(pending) >= self._merge_every:
+            self.compact()
+        return out
+
+    def add(self, value: str) -> bool:
+        return self.add_batch([value])[0]
+
+    def compact(self) -> None:
+        """Merge the pending set into the sorted array (O(n + m): pending is disjoint from it)."""
+        if self._pending:
+            pending = np.sort(np.fromiter(self._pending, dtype=np.uint64, count=len(self._pending)))
+            self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, pending), pending)
+            self._pending = set()
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, str):
+            return False
+        h = self.hash_id(value)
+        return h in self._pending or bool(self._in_sorted(np.array([h], dtype=np.uint64))[0])
+
+    def __len__(self) -> int:
+        return int(self._sorted.size) + len(self._pending)
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held: the array plus ~ (int object + set slot) per pending id."""
+        return int(self._sorted.nbytes) + len(self._pending) * 72
+
+    def __repr__(self) -> str:
+        return f"SeenIds(distinct={len(self)}, nbytes={self.nbytes})"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Page:
+    """One fetched page. ``records`` holds only ids not seen before in this snapshot (and records
+    without a usable string ``id``, passed through for normalization to reject)."""
+
+    number: int
+    records: list[dict[str, Any]]
+    total: int | None
+    page_count: int | None
+    received: int
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    """Whether the pages read add up to a complete snapshot, and why not."""
+
+    complete: bool
+    reason: str | None
+    pages: int
+    records: int
+    distinct_ids: int
+    duplicates: int
+    total_first: int | None
+    total_last: int | None
+    totals_seen: tuple[int, ...] = ()
+    records_without_id: int = 0
+    stop: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "reason": self.reason,
+            "pages": self.pages,
+            "records": self.records,
+            "distinct_ids": self.distinct_ids,
+            "duplicates": self.duplicates,
+            "total_first": self.total_first,
+            "total_last": self.total_last,
+            "totals_seen": list(self.totals_seen),
+            "records_without_id": self.records_without_id,
+            "stop": self.stop,
+        }
+
+
+@dataclass
+class _State:
+    seen: SeenIds = field(default_factory=SeenIds)
+    pages: int = 0
+    records: int = 0
+    duplicates: int = 0
+    without_id: int = 0
+    total_first: int | None = None
+    total_last: int | None = None
+    totals_seen: set[int] = field(default_factory=set)
+    any_total_missing: bool = False
+    ended_normally: bool = False
+    abnormal: str | None = None
+    stop: str | None = None
+
+
+@dataclass(frozen=True)
+class _Raw:
+    number: int
+    installations: list[Any]
+    total: int | None
+    page_count: int | None
+    next_page: int | None
+    has_next_key: bool
+    has_pagination: bool
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+# --------------------------------------------------------------------------- the pager
+
+
+class InstallationPager:
+    """Iterates the app's installations page by page (streaming), then reports completeness.
+
+    ``concurrency > 1``: page 0 is fetched first; once ``pageCount`` is known, pages
+    1..pageCount-1 are fetched by a bounded thread pool (at most ``concurrency`` in flight and
+    yielded as they complete, in any order); if the last of those was still full, the loop
+    continues sequentially past it. The client's shared rate gate slows all threads down
+    together when ICR rate-limits.
+    """
+
+    def __init__(
+        self,
+        client: ICRClient,
+        *,
+        page_size: int = 100,
+        concurrency: int = 1,
+        max_pages: int | None = None,
+        path: str = INSTALLATIONS_PATH,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.client = client
+        self.page_size = int(page_size)
+        self.concurrency = int(concurrency)
+        self.max_pages = DEFAULT_MAX_PAGES if max_pages is None else int(max_pages)
+        self.path = path
+        if self.concurrency > 1 and hasattr(client, "ensure_pool_size"):
+            client.ensure_pool_size(self.concurrency)
+        self._state: _State | None = None
+        self._report: SnapshotReport | None = None
+
+    def __repr__(self) -> str:
+        return f"InstallationPager(page_size={self.page_size}, concurrency={self.concurrency}, max_pages={self.max_pages})"
+
+    @property
+    def report(self) -> SnapshotReport:
+        """The completeness report; meaningful once iteration has finished."""
+        if self._report is not None:
+            return self._report
+        if self._state is None:
+            return SnapshotReport(False, "not iterated yet", 0, 0, 0, 0, None, None)
+        return self._build_report(self._state, finished=False)
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[Page]:
+        self._state = state = _State()
+        self._report = None
+        try:
+            if self.concurrency > 1:
+                yield from self._run_concurrent(state)
+            else:
+                yield from self._run_sequential(state, 0)
+        finally:
+            # close() on an abandoned generator lands here too: the report then says so.
+            self._report = self._build_report(state, finished=state.ended_normally or state.abnormal is not None)
+
+    def _run_sequential(self, state: _State, start: int) -> Iterator[Page]:
+        number = start
+        while True:
+            if state.pages >= self.max_pages:
+                state.abnormal = f"stopped by the max_pages guard ({self.max_pages} pages) before page {number}"
+                state.stop = "max_pages"
+                return
+            raw = self._fetch(number)
+            yield self._accept(state, raw)
+            nxt = self._next_page(state, raw)
+            if nxt is None:
+                return
+            number = nxt
+
+    def _run_concurrent(self, state: _State) -> Iterator[Page]:
+        first = self._fetch(0)
+        yield self._accept(state, first)
+        nxt = self._next_page(state, first)
+        if nxt is None:
+            return
+        if first.page_count is None:
+            log.info("ICR gave no pageCount on page 0; paging sequentially")
+            yield from self._run_sequential(state, nxt)
+            return
+        last = min(first.page_count, self.max_pages) - 1
+        numbers = iter(range(1, last + 1))
+        last_raw: _Raw | None = None
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="icr-page") as pool:
+            in_flight: set[Future[_Raw]] = set()
+            try:
+                for n in numbers:
+                    in_flight.add(pool.submit(self._fetch, n))
+                    if len(in_flight) >= self.concurrency:
+                        break
+                while in_flight:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        raw = fut.result()  # an ICRAPIError aborts the snapshot
+                        if raw.number == last:
+                            last_raw = raw
+                        yield self._accept(state, raw)
+                        n = next(numbers, None)
+                        if n is not None:
+                            in_flight.add(pool.submit(self._fetch, n))
+            finally:
+                for fut in in_flight:
+                    fut.cancel()
+        if last_raw is None:  # pageCount was 1 but page 0 claimed more: follow it sequentially
+            if state.pages >= self.max_pages:
+                state.abnormal = f"stopped by the max_pages guard ({self.max_pages} pages)"
+                state.stop = "max_pages"
+            return
+        nxt = self._next_page(state, last_raw)
+        if nxt is not None:
+            log.info("ICR page %d (last per page 0's pageCount) was full; continuing sequentially", last)
+            yield from self._run_sequential(state, nxt)  # hits the max_pages guard if that capped us
+
+    # ------------------------------------------------------------------ one page
+
+    def _fetch(self, number: int) -> _Raw:
+        body = self.client.get_json(self.path, params={"limit": self.page_size, "page": number})
+        where = f"GET {self.path}?limit={self.page_size}&page={number}"
+        if not isinstance(body, dict):
+            raise ICRSnapshotError(f"{where}: answer is a JSON {type(body).__name__}, not an object")
+        installations = body.get("installations")
+        if not isinstance(installations, list):
+            got = "missing" if installations is None else f"a {type(installations).__name__}"
+            raise ICRSnapshotError(f"{where}: 'installations' is {got}, expected a list")
+        pagination = body.get("pagination")
+        has_pagination = isinstance(pagination, dict)
+        if pagination is not None and not has_pagination:
+            log.warning("%s: 'pagination' is not an object; ignoring it", where)
+        pag = pagination if has_pagination else {}
+        return _Raw(
+            number=number,
+            installations=installations,
+            total=_as_int(pag.get("total")),
+            page_count=_as_int(pag.get("pageCount")),
+            next_page=_as_int(pag.get("nextPage")),
+            has_next_key="nextPage" in pag,
+            has_pagination=has_pagination,
+        )
+
+    def _accept(self, state: _State, raw: _Raw) -> Page:
+        state.pages += 1
+        state.records += len(raw.installations)
+        if raw.total is None:
+            state.any_total_missing = True
+        else:
+            if state.total_first is None and state.pages == 1:
+                state.total_first = raw.total
+            state.totals_seen.add(raw.total)
+        state.total_last = raw.total if raw.total is not None else state.total_last
+
+        with_id: list[tuple[int, str]] = []
+        keep: list[bool] = [True] * len(raw.installations)
+        for i, rec in enumerate(raw.installations):
+            rid = rec.get("id") if isinstance(rec, dict) else None
+            if isinstance(rid, str) and rid.strip():
+                with_id.append((i, rid))
+            else:
+                state.without_id += 1
+        flags = state.seen.add_batch(rid for _, rid in with_id)
+        for (i, _), new in zip(with_id, flags):
+            if not new:
+                keep[i] = False
+                state.duplicates += 1
+        records = [rec for rec, k in zip(raw.installations, keep) if k]
+        return Page(raw.number, records, raw.total, raw.page_count, len(raw.installations))
+
+    def _next_page(self, state: _State, raw: _Raw) -> int | None:
+        """The robust loop's decision after ``raw``: next page number, or None to stop."""
+        n = raw.number
+        stop = None
+        if not raw.installations:
+            stop = "empty page"
+        elif len(raw.installations) < self.page_size:
+            stop = "short page"
+        elif raw.has_pagination and raw.next_page is None:
+            stop = "nextPage null" if raw.has_next_key else "nextPage absent"
+        elif raw.page_count is not None and n + 1 >= raw.page_count:
+            stop = "last page per pageCount"
+        elif raw.next_page is not None and raw.next_page <= n:
+            state.abnormal = f"loop guard: page {n} says nextPage={raw.next_page}, which is not after it"
+            state.stop = "loop guard"
+            log.warning("ICR paging %s; stopping", state.abnormal)
+            return None
+        if stop is not None:
+            state.ended_normally = True
+            state.stop = stop
+            return None
+        if raw.next_page is not None and raw.next_page != n + 1:
+            # [Assumed] pages are 0-based and consecutive; following a jump would skip data.
+            log.warning("ICR page %d says nextPage=%d; reading page %d instead", n, raw.next_page, n + 1)
+        return n + 1
+
+    # ------------------------------------------------------------------ report
+
+    def _build_report(self, state: _State, *, finished: bool) -> SnapshotReport:
+        distinct = len(state.seen)
+        reason: str | None = None
+        if not finished:
+            reason = "iteration did not finish (stopped early or failed)"
+        elif state.abnormal:
+            reason = state.abnormal
+        elif len(state.totals_seen) > 1:
+            reason = (
+                f"pagination.total changed while paging ({', '.join(map(str, sorted(state.totals_seen)))}): "
+                "installations were added or removed mid-snapshot"
+            )
+        elif state.totals_seen and state.any_total_missing:
+            reason = "pagination.total was missing on some pages"
+        elif state.totals_seen and distinct != next(iter(state.totals_seen)):
+            total = next(iter(state.totals_seen))
+            reason = f"read {distinct} distinct ids but pagination.total is {total}"
+        return SnapshotReport(
+            complete=reason is None,
+            reason=reason,
+            pages=state.pages,
+            records=state.records,
+            distinct_ids=distinct,
+            duplicates=state.duplicates,
+            total_first=state.total_first,
+            total_last=state.total_last,
+            totals_seen=tuple(sorted(state.totals_seen)),
+            records_without_id=state.without_id,
+            stop=state.stop,
+        )

@@ -1,0 +1,291 @@
+"""One sync run, split into the steps the DAG's tasks call (and the tests and the benchmark).
+
+    migrate  →  extract (fetch · normalize · stage)  →  load (one transaction)  →  verify  →  cleanup
+
+Extract streams: a fetcher thread pages through the API into a small bounded queue while this
+thread normalizes chunks and bulk-writes them to the run's staging tables, so fetching overlaps
+loading and memory stays flat whatever the number of installations. Only small summaries leave
+these functions (they become XComs); the data waits in the warehouse.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Protocol
+
+from icr.normalize import normalize_records
+from icr.warehouse.engine import Warehouse
+from icr.warehouse.merge import LoadOptions, merge_run, verify_run
+from icr.warehouse.migrations import apply_migrations
+from icr.warehouse.runlog import (
+    RunContext,
+    fail_run,
+    find_reusable_snapshot,
+    now_utc,
+    start_run,
+    update_run,
+)
+from icr.warehouse.staging import Staging
+
+log = logging.getLogger(__name__)
+
+
+class _Pager(Protocol):  # icr.paging.InstallationPager
+    report: Any
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class _Hook(Protocol):  # icr.hooks.ICRHook
+    def installations(self, page_size: int | None = None, concurrency: int | None = None) -> _Pager: ...
+
+    def get_conn(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Knobs of one run. Scheduled runs use the defaults; triggered runs may override (DAG params)."""
+
+    page_size: int | None = None  # None: the connection's page_size extra
+    concurrency: int | None = None  # None: the connection's concurrency extra
+    full_resync: bool = False  # always read the API and rewrite every row
+    accept_mass_removal: bool = False
+    max_removal_share: float = 0.5
+    max_reject_share: float = 0.05
+    reuse_snapshot_max_age: timedelta = timedelta(hours=6)
+    snapshot_attempts: int = 2  # re-read once when the snapshot moved while paging
+    chunk_records: int = 5_000  # records per normalize + staging write
+    stale_run_after: timedelta = timedelta(hours=3)
+    progress_every_s: float = 15.0
+    queue_pages: int = 16  # pages buffered between the fetcher thread and the loader
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> SyncSettings:
+        """Build from DAG params; unknown keys are ignored, None means "use the default"."""
+        values: dict[str, Any] = {}
+        for name in ("page_size", "concurrency", "chunk_records", "snapshot_attempts"):
+            if params.get(name) is not None:
+                values[name] = int(params[name])
+        for name in ("full_resync", "accept_mass_removal"):
+            if params.get(name) is not None:
+                values[name] = bool(params[name])
+        for name in ("max_removal_share", "max_reject_share"):
+            if params.get(name) is not None:
+                values[name] = float(params[name])
+        if params.get("reuse_snapshot_max_age_hours") is not None:
+            values["reuse_snapshot_max_age"] = timedelta(hours=float(params["reuse_snapshot_max_age_hours"]))
+        return replace(cls(), **{**values, **overrides})
+
+    @property
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(
+            full_resync=self.full_resync,
+            accept_mass_removal=self.accept_mass_removal,
+            max_removal_share=self.max_removal_share,
+            max_reject_share=self.max_reject_share,
+        )
+
+
+def migrate(warehouse: Warehouse) -> list[str]:
+    return apply_migrations(warehouse)
+
+
+# -- extract ------------------------------------------------------------------------------------
+@dataclass
+class _StreamResult:
+    report: Any = None
+    pages: int = 0
+    valid: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    started_at: Any = None
+    seconds: float = 0.0
+    stage_seconds: float = 0.0
+    normalize_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
+    """Record the run, then stage a snapshot of the API (or note a reusable recent one)."""
+    start_run(warehouse, run, stale_after=settings.stale_run_after)
+    if run.snapshot_date < now_utc().date() and not settings.full_resync:
+        reusable = find_reusable_snapshot(
+            warehouse, max_age=settings.reuse_snapshot_max_age, exclude_run=run.run_id)
+        if reusable:
+            log.info("Run for past date %s reuses the complete snapshot of run %s taken at %s "
+                     "(within %s): the API is not read again", run.snapshot_date, reusable["run_id"],
+                     reusable["snapshot_at"], settings.reuse_snapshot_max_age)
+            update_run(warehouse, run.run_id, snapshot_source="reused", reused_run_id=reusable["run_id"],
+                       snapshot_complete=True, snapshot_at=None)
+            return {"run_id": run.run_id, "snapshot_source": "reused", "reused_run_id": reusable["run_id"]}
+
+    staging = Staging(warehouse, run.run_id)
+    staging.create()
+    result = _StreamResult()
+    for attempt in range(1, max(1, settings.snapshot_attempts) + 1):
+        result = _stream_snapshot(hook, staging, settings)
+        if result.report.complete or attempt == settings.snapshot_attempts:
+            break
+        log.warning("Snapshot attempt %d was inconsistent (%s): reading the API again",
+                    attempt, result.report.reason)
+        staging.truncate()
+    staging.finish()
+
+    report = result.report
+    stats = _client_stats(hook)
+    fields = dict(
+        snapshot_source="api",
+        snapshot_at=result.started_at,
+        pages=result.pages,
+        records_fetched=result.valid + result.rejected,
+        rejected=result.rejected,
+        duplicates=result.duplicates,
+        api_total=report.total_last if report.total_last is not None else report.total_first,
+        snapshot_complete=bool(report.complete),
+        incomplete_reason=None if report.complete else report.reason,
+        api_requests=int(stats.get("requests", 0)),
+        retries=int(stats.get("retries", 0)),
+        retries_by_reason=dict(stats.get("retries_by_reason", {}) or {}),
+    )
+    update_run(warehouse, run.run_id, **fields)
+    rate = (result.valid + result.rejected) / result.seconds if result.seconds else 0.0
+    log.info("Extract done: %d pages, %d records (%d rejected, %d duplicates dropped) in %.1fs (%.0f records/s); "
+             "snapshot %s", result.pages, result.valid + result.rejected, result.rejected, result.duplicates,
+             result.seconds, rate, "complete" if report.complete else f"INCOMPLETE: {report.reason}")
+    return {
+        "run_id": run.run_id,
+        "snapshot_source": "api",
+        "pages": result.pages,
+        "records_fetched": result.valid + result.rejected,
+        "rejected": result.rejected,
+        "snapshot_complete": bool(report.complete),
+        "seconds": round(result.seconds, 3),
+        "normalize_seconds": round(result.normalize_seconds, 3),
+        "stage_seconds": round(result.stage_seconds, 3),
+    }
+
+
+_DONE = object()
+
+
+def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _StreamResult:
+    pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency)
+    pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for page in pager:
+                while not stop.is_set():
+                    try:
+                        pages.put(page, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            pages.put(_DONE)
+        except BaseException as exc:  # handed to the loader thread, which re-raises it
+            pages.put(exc)
+
+    result = _StreamResult(started_at=now_utc())
+    t0 = time.monotonic()
+    fetcher = threading.Thread(target=fetch, name="icr-fetch", daemon=True)
+    fetcher.start()
+    buffer: list[Any] = []
+    last_log = t0
+    page_count = None
+
+    def flush() -> None:
+        if not buffer:
+            return
+        n0 = time.monotonic()
+        chunk = normalize_records(buffer)
+        n1 = time.monotonic()
+        staging.write(chunk.frame, chunk.rejects)
+        result.normalize_seconds += n1 - n0
+        result.stage_seconds += time.monotonic() - n1
+        result.valid += len(chunk.frame)
+        result.rejected += len(chunk.rejects)
+        result.duplicates += getattr(chunk, "duplicates", 0)
+        buffer.clear()
+
+    try:
+        while True:
+            item = pages.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            result.pages += 1
+            page_count = item.page_count or page_count
+            buffer.extend(item.records)
+            if len(buffer) >= settings.chunk_records:
+                flush()
+            now = time.monotonic()
+            if now - last_log >= settings.progress_every_s:
+                last_log = now
+                done = result.valid + result.rejected + len(buffer)
+                log.info("Fetched page %d of %s: %d records so far, %.0f records/s", result.pages,
+                         page_count if page_count is not None else "?", done, done / (now - t0))
+        flush()
+    finally:
+        stop.set()
+        fetcher.join(timeout=30)
+    result.report = pager.report
+    result.duplicates += int(getattr(pager.report, "duplicates", 0) or 0)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _client_stats(hook: _Hook) -> dict[str, Any]:
+    stats = getattr(hook.get_conn(), "stats", None)
+    if stats is None:
+        return {}
+    return stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+
+
+# -- load, verify, cleanup ------------------------------------------------------------------------
+def load(warehouse: Warehouse, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
+    return merge_run(warehouse, run, settings.load_options)
+
+
+def verify(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:
+    row = verify_run(warehouse, run)
+    keys = ("records_fetched", "inserted", "updated", "unchanged", "removed", "restored", "rejected",
+            "active_after", "daily_rows", "snapshot_complete", "snapshot_source", "api_total")
+    return {k: row[k] for k in keys}
+
+
+def cleanup(warehouse: Warehouse, run: RunContext) -> None:
+    Staging(warehouse, run.run_id).drop()
+
+
+def fail(warehouse: Warehouse, run: RunContext, error: BaseException | str) -> None:
+    """Record the failure (redacted) and drop the run's staging tables."""
+    fail_run(warehouse, run.run_id, error)
+    try:
+        cleanup(warehouse, run)
+    except Exception:
+        log.exception("Could not drop the staging tables of run %s", run.run_id)
+
+
+def run_sync(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings | None = None) -> dict[str, Any]:
+    """All steps in one process, as the DAG runs them across tasks (tests, benchmark, CLI)."""
+    settings = settings or SyncSettings()
+    migrate(warehouse)
+    try:
+        extracted = extract(warehouse, hook, run, settings)
+        loaded = load(warehouse, run, settings)
+        verified = verify(warehouse, run)
+    except BaseException as exc:
+        fail(warehouse, run, exc)
+        raise
+    cleanup(warehouse, run)
+    return {**extracted, **loaded, **verified}

@@ -1,0 +1,177 @@
+"""The warehouse connection: PostgreSQL (production) or an embedded SQLite file (the default).
+
+Everything that differs between the two dialects at the connection level lives here: how to
+open a write transaction that is safe under concurrent runs (a PostgreSQL advisory lock,
+``BEGIN IMMEDIATE`` plus a busy timeout on SQLite), and how to render timestamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from icr.errors import ICRConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONN_ID = "icr_warehouse"
+DEFAULT_SQLITE_NAME = "icr_warehouse.sqlite"
+SQLITE_BUSY_TIMEOUT_S = 120
+
+# Advisory lock keys (PostgreSQL): one for schema migrations, one for merges into the tables.
+LOCK_MIGRATE = 7_426_001
+LOCK_MERGE = 7_426_002
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """Render an aware datetime the way SQLite columns store it (sortable ISO-8601, UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the warehouse stores UTC only")
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Warehouse:
+    """A SQLAlchemy engine plus the dialect-specific knowledge the loader needs."""
+
+    def __init__(self, engine: Engine, description: str | None = None) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name  # "postgresql" or "sqlite"
+        if self.dialect not in ("postgresql", "sqlite"):
+            raise ICRConfigError("conn_type", f"warehouse dialect {self.dialect!r} is not supported "
+                                 "(use a postgres or sqlite connection)", DEFAULT_CONN_ID)
+        self.description = description or engine.url.render_as_string(hide_password=True)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str | URL, description: str | None = None, **engine_kwargs: Any) -> Warehouse:
+        url = make_url(url)
+        if url.get_backend_name() == "postgresql":
+            if url.get_driver_name() in ("", "psycopg2"):
+                # COPY streaming and the loader use psycopg 3.
+                url = url.set(drivername="postgresql+psycopg")
+            engine = sa.create_engine(url, pool_pre_ping=True, **engine_kwargs)
+        elif url.get_backend_name() == "sqlite":
+            engine = _sqlite_engine(url, **engine_kwargs)
+        else:
+            raise ICRConfigError("conn_type", f"unsupported warehouse URL scheme {url.get_backend_name()!r}")
+        return cls(engine, description)
+
+    @classmethod
+    def from_airflow(cls, conn_id: str = DEFAULT_CONN_ID) -> Warehouse:
+        """Build from the Airflow connection, or fall back to a SQLite file under AIRFLOW_HOME."""
+        from airflow.sdk import BaseHook
+
+        try:
+            from airflow.sdk.exceptions import AirflowNotFoundException
+        except ImportError:  # pragma: no cover - older task SDKs
+            from airflow.exceptions import AirflowNotFoundException
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            path = default_sqlite_path()
+            log.info("No Airflow connection %r: using the embedded SQLite warehouse at %s", conn_id, path)
+            return cls.from_url(f"sqlite:///{path}", description=f"sqlite file {path} (default)")
+        return cls.from_connection(conn, conn_id)
+
+    @classmethod
+    def from_connection(cls, conn: Any, conn_id: str = DEFAULT_CONN_ID) -> Warehouse:
+        conn_type = (conn.conn_type or "").lower()
+        extra = conn.extra_dejson or {}
+        if conn_type in ("postgres", "postgresql"):
+            if not conn.host:
+                raise ICRConfigError("host", "the PostgreSQL host is empty", conn_id)
+            query = {k: str(v) for k, v in extra.items() if k in ("sslmode", "sslrootcert", "sslcert",
+                                                                   "sslkey", "options", "application_name",
+                                                                   "connect_timeout")}
+            url = URL.create(
+                "postgresql+psycopg",
+                username=conn.login or None,
+                password=conn.password or None,
+                host=conn.host,
+                port=conn.port or None,
+                database=conn.schema or None,
+                query=query,
+            )
+            return cls.from_url(url, description=f"postgresql {conn.host}:{conn.port or 5432}/{conn.schema or ''}")
+        if conn_type == "sqlite":
+            path = conn.host or extra.get("path") or ""
+            if not path:
+                raise ICRConfigError("host", "the SQLite connection needs the database file path in host", conn_id)
+            path = os.path.expanduser(path)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return cls.from_url(f"sqlite:///{path}", description=f"sqlite file {path}")
+        raise ICRConfigError("conn_type", f"{conn.conn_type!r} is not supported; use postgres or sqlite", conn_id)
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self, lock: int = LOCK_MERGE) -> Iterator[Connection]:
+        """One write transaction, serialized with every other writer of the warehouse.
+
+        Concurrent runs (a backfill beside the nightly run) take turns here, so merges and
+        migrations never race; the loser waits instead of failing.
+        """
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    # -- value rendering -----------------------------------------------------------------------
+    def ts(self, value: datetime | None) -> Any:
+        """A timestamp parameter as this dialect stores it."""
+        return utc_text(value) if self.dialect == "sqlite" else value
+
+    def day(self, value: date) -> Any:
+        return value.isoformat() if self.dialect == "sqlite" else value
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.description})"
+
+
+def default_sqlite_path() -> Path:
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    home.mkdir(parents=True, exist_ok=True)
+    return home / DEFAULT_SQLITE_NAME
+
+
+def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
+    """SQLite with real transactions: BEGIN IMMEDIATE takes the write lock up front.
+
+    pysqlite's own transaction handling starts transactions lazily and commits before DDL;
+    we turn it off and issue BEGIN ourselves (SQLAlchemy's documented recipe).
+    """
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,227 @@
+"""Load one run: merge its staging tables into the warehouse in ONE transaction.
+
+Merge, removals, history, rejected records, the daily snapshot, the quality checks and the
+final run row commit together or not at all; any failure rolls everything back and leaves the
+warehouse exactly as it was. The SQL lives in ``sql/merge/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from icr.errors import MassRemovalError, QualityCheckError, RejectThresholdError, WarehouseError
+from icr.warehouse.engine import Warehouse
+from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
+from icr.warehouse.staging import Staging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    full_resync: bool = False  # rewrite every row, even when its record_hash is unchanged
+    accept_mass_removal: bool = False  # the operator confirms a large removal is real
+    max_removal_share: float = 0.5  # of active installations, per run
+    max_reject_share: float = 0.05  # of fetched records
+
+
+@lru_cache(maxsize=None)
+def queries(name: str) -> dict[str, str]:
+    """Named statements of ``sql/merge/<name>.sql`` (blocks introduced by ``-- name: x``)."""
+    text = resources.files("icr.sql").joinpath("merge", f"{name}.sql").read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        key, _, body = block.partition("\n")
+        lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
+        out[key.strip()] = "\n".join(lines).strip().rstrip(";")
+    return out
+
+
+def _execute(conn: Connection, sql: str, params: dict[str, Any]) -> sa.CursorResult[Any]:
+    """Run one statement of the merge. (Tests patch this to inject a failure mid-load.)"""
+    return conn.execute(sa.text(sql), params)
+
+
+class _Steps:
+    """Runs the named statements of one dialect with the run's tables and parameters."""
+
+    def __init__(self, warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any]) -> None:
+        self.conn = conn
+        self.params = params
+        self.merge = queries(warehouse.dialect)
+        self.daily = queries(f"daily_{warehouse.dialect}")
+        self.tables = {"stage": staging.table, "rejects": staging.rejects_table}
+
+    def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:
+        sql = (self.merge.get(name) or self.daily[name]).format(**self.tables)
+        needed = set(re.findall(r"(?<!:):([a-z_]+)", sql))
+        params = {k: v for k, v in {**self.params, **extra}.items() if k in needed}
+        return _execute(self.conn, sql, params)
+
+    def scalar(self, sql: str, **params: Any) -> int:
+        return int(self.conn.execute(sa.text(sql.format(**self.tables)), params).scalar_one() or 0)
+
+
+def day_cutoff(run: RunContext) -> datetime:
+    """The end of the snapshot date: the next midnight, UTC."""
+    return datetime.combine(run.snapshot_date + timedelta(days=1), time.min, tzinfo=timezone.utc)
+
+
+def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> dict[str, Any]:
+    """Apply the run's staged snapshot (or reuse a recent one) and write its daily snapshot."""
+    row = get_run(warehouse, run.run_id)
+    if row is None:
+        raise WarehouseError(f"run {run.run_id!r} has no row in icr_sync_runs: the extract step did not run")
+    staging = Staging(warehouse, run.run_id)
+    source = row["snapshot_source"]
+    if source not in ("api", "reused"):
+        raise WarehouseError(f"run {run.run_id!r} has no snapshot to load (extract did not finish)")
+    finished = now_utc()
+    with warehouse.write() as conn:
+        params = {
+            "run_id": run.run_id,
+            "now": warehouse.ts(_as_dt(row["snapshot_at"]) or finished),
+            "full_resync": bool(options.full_resync),
+            "snapshot_date": warehouse.day(run.snapshot_date),
+            "cutoff": warehouse.ts(day_cutoff(run)),
+        }
+        steps = _Steps(warehouse, conn, staging, params)
+        if source == "api":
+            counts = _merge_snapshot(warehouse, steps, row, options)
+        else:
+            counts = dict(inserted=0, updated=0, unchanged=0, removed=0, restored=0)
+            counts["active_after"] = steps.scalar(
+                "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
+        steps.run("daily_delete")
+        steps.run("daily_insert")
+        counts["daily_rows"] = steps.scalar(
+            "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
+            d=warehouse.day(run.snapshot_date))
+        final = {**counts, "status": "success", "finished_at": finished, "error": None}
+        check_run(conn, warehouse, run, {**row, **final})
+        update_run(warehouse, run.run_id, conn=conn, **final)
+    log.info("Run %s loaded: %s", run.run_id, {k: v for k, v in counts.items()})
+    return {**{k: row[k] for k in ("records_fetched", "rejected", "snapshot_complete", "snapshot_source")}, **counts}
+
+
+def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], options: LoadOptions) -> dict[str, Any]:
+    staged = steps.scalar("SELECT count(*) FROM {stage}")
+    staged_rejects = steps.scalar("SELECT count(*) FROM {rejects}")
+    fetched, rejected = int(row["records_fetched"]), int(row["rejected"])
+    if staged + staged_rejects != fetched or staged_rejects != rejected:
+        raise WarehouseError(
+            f"staging for run {row['run_id']!r} holds {staged} rows and {staged_rejects} rejects, but the "
+            f"extract step recorded {fetched} fetched and {rejected} rejected; rerun the whole DAG run")
+    if fetched and rejected / fetched > options.max_reject_share:
+        raise RejectThresholdError(
+            f"{rejected} of {fetched} records ({rejected / fetched:.1%}) failed validation, above "
+            f"max_reject_share={options.max_reject_share:.1%}; see icr_stage rejects of this run or raise the "
+            "threshold with the max_reject_share param")
+
+    steps.run("create_changes")
+    steps.run("plan_changes")
+    steps.run("create_removals")
+    complete = bool(row["snapshot_complete"])
+    removals_skipped = None
+    if complete:
+        steps.run("plan_removals")
+    else:
+        removals_skipped = f"snapshot incomplete ({row['incomplete_reason']}): no installation marked removed"
+        log.warning("Run %s: %s", row["run_id"], removals_skipped)
+    active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
+    removing = steps.scalar("SELECT count(*) FROM icr_tmp_removals")
+    if removing and active_before and removing / active_before > options.max_removal_share:
+        if not options.accept_mass_removal:
+            raise MassRemovalError(
+                f"this snapshot would mark {removing} of {active_before} active installations "
+                f"({removing / active_before:.1%}) as removed, above max_removal_share="
+                f"{options.max_removal_share:.0%}. Nothing was written. If the removal is real, trigger "
+                "the DAG with the param accept_mass_removal=true (or raise max_removal_share).")
+        log.warning("Run %s: accepting a mass removal of %d of %d installations (accept_mass_removal)",
+                    row["run_id"], removing, active_before)
+
+    actions = dict(steps.conn.execute(sa.text(
+        "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action")).all())
+    steps.run("upsert_changed")
+    steps.run("permissions_delete")
+    steps.run("permissions_insert")
+    steps.run("history_close_changed")
+    steps.run("history_insert_changed")
+    steps.run("history_close_removed")
+    steps.run("history_insert_removed")
+    steps.run("mark_removed")
+    steps.run("rejects_clear")
+    steps.run("rejects_insert")
+    active_rejected = steps.scalar(queries(warehouse.dialect)["count_active_rejected"])
+    if warehouse.dialect == "sqlite":
+        steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_changes")
+        steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_removals")
+
+    inserted = int(actions.get("insert", 0))
+    restored = int(actions.get("restore", 0))
+    updated = int(actions.get("update", 0)) + restored  # a return is an update of an existing row
+    counts = {
+        "inserted": inserted,
+        "updated": updated,
+        "restored": restored,
+        "unchanged": staged - inserted - updated,
+        "removed": removing,
+        "removals_skipped": removals_skipped,
+        "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
+    }
+    if complete and counts["active_after"] != staged + active_rejected:
+        raise QualityCheckError(
+            f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
+            f"had {staged} valid distinct ids (+{active_rejected} rejected but still active)")
+    return counts
+
+
+def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict[str, Any]) -> None:
+    """Quality checks that fail the run (inside the load transaction, and again by the verify task)."""
+    problems = []
+    fetched = int(row["records_fetched"] or 0)
+    parts = sum(int(row[k] or 0) for k in ("inserted", "updated", "unchanged", "rejected"))
+    if fetched != parts:
+        problems.append(f"records_fetched={fetched} but inserted+updated+unchanged+rejected={parts}")
+    null_keys = conn.execute(sa.text(
+        "SELECT count(*) FROM icr_installation_state WHERE installation_id IS NULL OR organization_id IS NULL "
+        "OR record_hash IS NULL")).scalar_one()
+    if null_keys:
+        problems.append(f"{null_keys} installations with a null key (installation_id, organization_id, record_hash)")
+    daily = conn.execute(sa.text(
+        "SELECT count(*), count(installation_id) FROM icr_installation_daily WHERE snapshot_date = :d"),
+        {"d": warehouse.day(run.snapshot_date)}).one()
+    if row.get("daily_rows") is None or int(daily[0]) != int(row["daily_rows"]):
+        problems.append(f"daily snapshot for {run.snapshot_date} has {daily[0]} rows, run recorded {row.get('daily_rows')}")
+    if daily[0] != daily[1]:
+        problems.append(f"daily snapshot for {run.snapshot_date} has null installation ids")
+    active_after = row.get("active_after")
+    if active_after and not daily[0]:
+        problems.append(f"daily snapshot for {run.snapshot_date} is missing although {active_after} are active")
+    if problems:
+        raise QualityCheckError(f"run {run.run_id}: quality checks failed: " + "; ".join(problems))
+
+
+def verify_run(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:
+    """Re-check the committed result of a run (the DAG's verify task)."""
+    row = get_run(warehouse, run.run_id)
+    if row is None or row["status"] != "success":
+        raise QualityCheckError(f"run {run.run_id}: no successful load recorded in icr_sync_runs")
+    with warehouse.read() as conn:
+        check_run(conn, warehouse, run, row)
+    return row
+
+
+def _as_dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

@@ -1,0 +1,176 @@
+"""Per-run staging tables: where fetched, normalized rows wait between the extract and load tasks.
+
+Each run gets its own pair of tables, named from a hash of its run id, so tasks on different
+Celery workers find them, concurrent runs never see each other's rows, and cleaning up is a
+``DROP``. On PostgreSQL they are UNLOGGED and filled with ``COPY``; on SQLite with batched
+``executemany``. Nothing here touches the published tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from icr.normalize import STAGE_COLUMNS, RejectedRecord
+from icr.warehouse.engine import Warehouse, utc_text
+
+log = logging.getLogger(__name__)
+
+_PG_TYPES = {
+    "installation_id": "uuid NOT NULL",
+    "organization_is_public": "boolean",
+    "created_at": "timestamptz NOT NULL",
+    "updated_at": "timestamptz NOT NULL",
+    "permissions": "text NOT NULL",
+    "record_hash": "text NOT NULL",
+    "raw": "text NOT NULL",
+}
+_SQLITE_TYPES = {
+    "installation_id": "TEXT NOT NULL PRIMARY KEY",
+    "organization_is_public": "BOOLEAN",
+    "created_at": "TEXT NOT NULL",
+    "updated_at": "TEXT NOT NULL",
+    "permissions": "TEXT NOT NULL",
+    "record_hash": "TEXT NOT NULL",
+    "raw": "TEXT NOT NULL",
+}
+_TIME_COLUMNS = ("created_at", "updated_at")
+SQLITE_BATCH = 2_000
+
+
+def stage_names(run_id: str) -> tuple[str, str]:
+    """The run's (rows, rejects) staging table names: stable per run id, safe as identifiers."""
+    key = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:16]
+    return f"icr_stage_{key}", f"icr_stage_rej_{key}"
+
+
+class Staging:
+    """The staging tables of one run."""
+
+    def __init__(self, warehouse: Warehouse, run_id: str) -> None:
+        self.warehouse = warehouse
+        self.run_id = run_id
+        self.table, self.rejects_table = stage_names(run_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def create(self) -> None:
+        """(Re)create empty staging tables; a retried task starts from scratch."""
+        dialect = self.warehouse.dialect
+        types = _PG_TYPES if dialect == "postgresql" else _SQLITE_TYPES
+        default = "text" if dialect == "postgresql" else "TEXT"
+        cols = ",\n  ".join(f"{c} {types.get(c, default)}" for c in STAGE_COLUMNS)
+        unlogged = "UNLOGGED " if dialect == "postgresql" else ""
+        with self.warehouse.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.table}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.rejects_table}")
+            conn.exec_driver_sql(f"CREATE {unlogged}TABLE {self.table} (\n  {cols}\n)")
+            conn.exec_driver_sql(
+                f"CREATE {unlogged}TABLE {self.rejects_table} "
+                f"(installation_id {default}, reason {default} NOT NULL, raw {default} NOT NULL)")
+
+    def truncate(self) -> None:
+        with self.warehouse.engine.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM {self.table}")
+            conn.exec_driver_sql(f"DELETE FROM {self.rejects_table}")
+
+    def finish(self) -> None:
+        """Index and analyze the staged rows once, in bulk (cheaper than per-row index upkeep).
+
+        The primary key also proves there is exactly one row per installation.
+        """
+        if self.warehouse.dialect == "postgresql":
+            with self.warehouse.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {self.table} ADD PRIMARY KEY (installation_id)")
+                conn.exec_driver_sql(f"CREATE INDEX ON {self.rejects_table} (installation_id)")
+                conn.exec_driver_sql(f"ANALYZE {self.table}")
+                conn.exec_driver_sql(f"ANALYZE {self.rejects_table}")
+        else:
+            with self.warehouse.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS {self.rejects_table}_id ON {self.rejects_table} (installation_id)")
+
+    def drop(self) -> None:
+        with self.warehouse.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.table}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.rejects_table}")
+
+    def exists(self) -> bool:
+        return sa.inspect(self.warehouse.engine).has_table(self.table)
+
+    def counts(self) -> tuple[int, int]:
+        with self.warehouse.read() as conn:
+            rows = conn.exec_driver_sql(f"SELECT count(*) FROM {self.table}").scalar_one()
+            rejects = conn.exec_driver_sql(f"SELECT count(*) FROM {self.rejects_table}").scalar_one()
+        return int(rows), int(rejects)
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
+        """Append one normalized chunk (and its rejects) in one round of bulk I/O."""
+        if len(frame):
+            if self.warehouse.dialect == "postgresql":
+                self._copy_pg(frame)
+            else:
+                self._insert_sqlite(frame)
+        if rejects:
+            self._write_rejects(rejects)
+
+    def _copy_pg(self, frame: pd.DataFrame) -> None:
+        columns = ", ".join(STAGE_COLUMNS)
+        rows = _rows(frame, sqlite=False)
+        raw = self.warehouse.engine.raw_connection()
+        try:
+            pg = raw.driver_connection
+            with pg.cursor() as cur:
+                with cur.copy(f"COPY {self.table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            pg.commit()
+        finally:
+            raw.close()
+
+    def _insert_sqlite(self, frame: pd.DataFrame) -> None:
+        marks = ", ".join("?" for _ in STAGE_COLUMNS)
+        sql = f"INSERT INTO {self.table} ({', '.join(STAGE_COLUMNS)}) VALUES ({marks})"
+        rows = _rows(frame, sqlite=True)
+        with self.warehouse.engine.begin() as conn:
+            cur = conn.connection.driver_connection.cursor()
+            for start in range(0, len(rows), SQLITE_BATCH):
+                cur.executemany(sql, rows[start:start + SQLITE_BATCH])
+            cur.close()
+
+    def _write_rejects(self, rejects: Sequence[RejectedRecord]) -> None:
+        rows = [(_reject_key(r.installation_id), r.reason, r.raw) for r in rejects]
+        with self.warehouse.engine.begin() as conn:
+            conn.execute(
+                sa.text(f"INSERT INTO {self.rejects_table} (installation_id, reason, raw) VALUES (:i, :r, :w)"),
+                [{"i": i, "r": r, "w": w} for i, r, w in rows],
+            )
+
+
+def _reject_key(installation_id: str | None) -> str | None:
+    """Rejected ids are compared with stored UUIDs as text: use the canonical lower-case form."""
+    return installation_id.strip().lower() if isinstance(installation_id, str) else installation_id
+
+
+def _rows(frame: pd.DataFrame, *, sqlite: bool) -> list[tuple[Any, ...]]:
+    """DataFrame chunk → driver tuples with None for missing values."""
+    cols: list[list[Any]] = []
+    for name in STAGE_COLUMNS:
+        series = frame[name]
+        if name in _TIME_COLUMNS:
+            values = [ts.to_pydatetime() if ts is not pd.NaT else None for ts in series]
+            if sqlite:
+                values = [utc_text(v) for v in values]
+        elif name == "organization_is_public":
+            values = [None if v is pd.NA or v is None else bool(v) for v in series.astype(object)]
+        else:
+            values = [None if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
+                      for v in series.tolist()]
+        cols.append(values)
+    return list(zip(*cols))

@@ -1,0 +1,124 @@
+-- The set-based merge of one run's staging tables into the warehouse (PostgreSQL).
+-- Run by icr.warehouse.merge, statement by statement, inside ONE transaction holding the
+-- merge advisory lock. {stage} and {rejects} are the run's staging tables; :params are bound.
+
+-- name: create_changes
+CREATE TEMP TABLE icr_tmp_changes (installation_id uuid PRIMARY KEY, action text NOT NULL) ON COMMIT DROP;
+
+-- name: plan_changes
+-- Only rows that are new, changed (record_hash differs) or returning are touched at all.
+INSERT INTO icr_tmp_changes (installation_id, action)
+SELECT s.installation_id,
+       CASE WHEN t.installation_id IS NULL THEN 'insert'
+            WHEN t.deleted_at IS NOT NULL THEN 'restore'
+            WHEN t.record_hash <> s.record_hash THEN 'update'
+            ELSE 'resync' END
+FROM {stage} s
+LEFT JOIN icr_installation_state t ON t.installation_id = s.installation_id
+WHERE t.installation_id IS NULL OR t.deleted_at IS NOT NULL OR t.record_hash <> s.record_hash
+   OR CAST(:full_resync AS boolean);
+
+-- name: create_removals
+CREATE TEMP TABLE icr_tmp_removals (installation_id uuid PRIMARY KEY) ON COMMIT DROP;
+
+-- name: plan_removals
+-- Active installations absent from a complete snapshot. A record that was received but
+-- rejected still counts as present: a bad record is not a removal.
+INSERT INTO icr_tmp_removals (installation_id)
+SELECT t.installation_id
+FROM icr_installation_state t
+WHERE t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS text));
+
+-- name: upsert_changed
+INSERT INTO icr_installation_state AS t (
+    installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,
+    organization_country_code, organization_is_public, permissions, created_at, updated_at,
+    first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id)
+SELECT s.installation_id, s.app_id, s.app_name_id, s.organization_id, s.organization_name,
+       s.organization_type, s.organization_country_code, s.organization_is_public,
+       CAST(s.permissions AS jsonb), s.created_at, s.updated_at,
+       :now, :now, NULL, s.record_hash, CAST(s.raw AS jsonb), :run_id
+FROM {stage} s
+JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+ON CONFLICT (installation_id) DO UPDATE SET
+    app_id = EXCLUDED.app_id,
+    app_name_id = EXCLUDED.app_name_id,
+    organization_id = EXCLUDED.organization_id,
+    organization_name = EXCLUDED.organization_name,
+    organization_type = EXCLUDED.organization_type,
+    organization_country_code = EXCLUDED.organization_country_code,
+    organization_is_public = EXCLUDED.organization_is_public,
+    permissions = EXCLUDED.permissions,
+    created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at,
+    last_seen_at = EXCLUDED.last_seen_at,
+    deleted_at = NULL,
+    record_hash = EXCLUDED.record_hash,
+    raw = EXCLUDED.raw,
+    last_sync_run_id = EXCLUDED.last_sync_run_id;
+
+-- name: permissions_delete
+DELETE FROM icr_installation_permissions p
+USING icr_tmp_changes c
+WHERE p.installation_id = c.installation_id;
+
+-- name: permissions_insert
+INSERT INTO icr_installation_permissions (installation_id, permission, access)
+SELECT s.installation_id, kv.key, kv.value
+FROM {stage} s
+JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+CROSS JOIN LATERAL jsonb_each_text(CAST(s.permissions AS jsonb)) AS kv;
+
+-- name: history_close_changed
+UPDATE icr_installation_history h
+SET valid_to = :now
+FROM icr_tmp_changes c
+WHERE h.installation_id = c.installation_id AND h.valid_to IS NULL AND c.action <> 'resync';
+
+-- name: history_insert_changed
+INSERT INTO icr_installation_history (
+    installation_id, valid_from, valid_to, is_deleted, record_hash, organization_id,
+    organization_name, organization_type, organization_country_code, permissions, sync_run_id)
+SELECT s.installation_id, :now, NULL, false, s.record_hash, s.organization_id,
+       s.organization_name, s.organization_type, s.organization_country_code,
+       CAST(s.permissions AS jsonb), :run_id
+FROM {stage} s
+JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+WHERE c.action <> 'resync';
+
+-- name: history_close_removed
+UPDATE icr_installation_history h
+SET valid_to = :now
+FROM icr_tmp_removals r
+WHERE h.installation_id = r.installation_id AND h.valid_to IS NULL;
+
+-- name: history_insert_removed
+INSERT INTO icr_installation_history (
+    installation_id, valid_from, valid_to, is_deleted, record_hash, organization_id,
+    organization_name, organization_type, organization_country_code, permissions, sync_run_id)
+SELECT t.installation_id, :now, NULL, true, t.record_hash, t.organization_id,
+       t.organization_name, t.organization_type, t.organization_country_code, t.permissions, :run_id
+FROM icr_installation_state t
+JOIN icr_tmp_removals r ON r.installation_id = t.installation_id;
+
+-- name: mark_removed
+UPDATE icr_installation_state t
+SET deleted_at = :now, last_sync_run_id = :run_id
+FROM icr_tmp_removals r
+WHERE t.installation_id = r.installation_id;
+
+-- name: rejects_clear
+DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
+
+-- name: rejects_insert
+INSERT INTO icr_rejected_records (sync_run_id, installation_id, reason, raw, rejected_at)
+SELECT :run_id, r.installation_id, r.reason, r.raw, :now FROM {rejects} r;
+
+-- name: count_active_rejected
+-- Rejected records whose installation is still active (kept, not removed).
+SELECT count(*) FROM icr_installation_state t
+WHERE t.deleted_at IS NULL
+  AND EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS text))
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);

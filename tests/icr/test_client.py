@@ -1,0 +1,515 @@
+"""ICRClient against the ICR simulator over loopback HTTP (plus a stub server and unit checks)."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import threading
+import time
+
+import pytest
+import requests
+
+from icr.auth import AppJWT
+from icr.client import (
+    DEFAULT_BASE_URL,
+    ClientStats,
+    ICRClient,
+    RateGate,
+    api_message,
+    is_loopback,
+    normalize_base_url,
+    parse_retry_after,
+)
+from icr.errors import ICRAPIError, ICRConfigError
+
+from .conftest import APP_ID, Reply, needs_simulator, pem_body
+
+
+@pytest.fixture
+def sim_client(simulator, make_client):
+    """(simulator, client) with the simulator's app and key; tiny backoff."""
+    from icr.auth import load_private_key
+
+    auth = AppJWT(simulator.app_id, load_private_key(simulator.private_key_pem))
+    return simulator, make_client(simulator.base_url, auth)
+
+
+def _no_secrets(text: str, client: ICRClient, pem: str | None = None) -> None:
+    token = client.auth.token()
+    assert token not in text
+    assert "Bearer " not in text
+    if pem:
+        assert pem_body(pem) not in text
+
+
+# --------------------------------------------------------------------------- base URL
+
+
+def test_base_url_rules():
+    assert normalize_base_url(None) == DEFAULT_BASE_URL == "https://api.carbonregistry.com"
+    assert normalize_base_url("  ") == DEFAULT_BASE_URL
+    assert normalize_base_url("https://sandbox-api.carbonregistry.com/") == "https://sandbox-api.carbonregistry.com"
+    for ok in ("http://127.0.0.1:8765", "http://127.9.9.9", "http://localhost:1", "http://[::1]:8080"):
+        assert normalize_base_url(ok) == ok
+    with pytest.raises(ICRConfigError) as ei:
+        normalize_base_url("api.carbonregistry.com")
+    assert ei.value.field == "host (API base URL)" and "scheme" in str(ei.value)
+    with pytest.raises(ICRConfigError, match="unencrypted") as ei:
+        normalize_base_url("http://api.carbonregistry.com")
+    assert ei.value.field == "host (API base URL)"
+    assert normalize_base_url("http://10.0.0.5:80", allow_insecure_http=True) == "http://10.0.0.5:80"
+    with pytest.raises(ICRConfigError, match="credentials"):
+        normalize_base_url("https://user:pw@api.carbonregistry.com")
+    assert is_loopback("::1") and is_loopback("LOCALHOST") and not is_loopback("128.0.0.1")
+
+
+def test_client_rejects_scheme_less_url(app_jwt):
+    with pytest.raises(ICRConfigError, match=r"host \(API base URL\)"):
+        ICRClient("127.0.0.1:8765", app_jwt)
+
+
+def test_repr_has_no_secrets(app_jwt):
+    c = ICRClient("http://127.0.0.1:1", app_jwt)
+    token = app_jwt.token()
+    assert token not in repr(c) and APP_ID in repr(c)
+
+
+# --------------------------------------------------------------------------- headers (stub server)
+
+
+def test_headers_on_every_request(stub_server, make_client):
+    srv = stub_server(lambda seen: Reply(200, {"ok": True}) if seen.method == "GET" else Reply(201, {"token": "crs_abcdefgh", "expiresAt": "2099-01-01T00:00:00.000Z"}))
+    c = make_client(srv.base_url, api_version="2023-06-16")
+    assert c.get_json("/app/installations", params={"limit": 1, "page": 0}) == {"ok": True}
+    c.get_installation_token("abc")
+    assert len(srv.requests) == 2
+    for r in srv.requests:
+        assert r.headers["authorization"] == f"Bearer {c.auth.token()}"
+        assert r.headers["x-icr-api-version"] == "2023-06-16"
+        assert r.headers["accept"] == "application/json"
+        assert r.headers["user-agent"].startswith("icr-installations-sync/")
+    assert srv.requests[0].query == {"limit": "1", "page": "0"}
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+@needs_simulator
+def test_list_and_get(sim_client):
+    sim, c = sim_client
+    body = c.get_json("/app/installations", params={"limit": 5, "page": 0})
+    assert body["pagination"]["total"] == 1000 and len(body["installations"]) == 5
+    one = c.get_installation(body["installations"][0]["id"])
+    assert one["id"] == body["installations"][0]["id"]
+    assert c.stats.requests == 2 and c.stats.retries == 0 and c.stats.tokens_minted == 1
+
+
+# --------------------------------------------------------------------------- non-retryable errors
+
+
+@needs_simulator
+def test_404_fails_at_once_with_icr_message(sim_client):
+    sim, c = sim_client
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_installation("00000000-0000-4000-8000-000000000000")
+    e = ei.value
+    assert e.status == 404 and e.attempts == 1 and e.method == "GET"
+    assert "Installation not found" in str(e)
+    assert "/app/installations/00000000-0000-4000-8000-000000000000" in str(e)
+    assert sim.stats["requests"] == 1
+    _no_secrets(str(e), c)
+
+
+@needs_simulator
+def test_400_fails_at_once(simulator, make_client):
+    from icr.auth import load_private_key
+
+    auth = AppJWT(simulator.app_id, load_private_key(simulator.private_key_pem))
+    c = make_client(simulator.base_url, auth, api_version="1999-01-01")
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 10, "page": 0})
+    assert ei.value.status == 400 and "Unsupported API version" in str(ei.value)
+    assert "?limit=10&page=0" in str(ei.value)
+    assert simulator.stats["requests"] == 1
+
+
+@needs_simulator
+def test_400_list_message_from_nestjs(sim_client):
+    sim, c = sim_client
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 100000, "page": 0})
+    assert ei.value.status == 400 and "limit must not be greater than" in ei.value.api_message
+
+
+# --------------------------------------------------------------------------- retries
+
+
+RETRY_KINDS = [
+    ("429_seconds", "429"),
+    ("429_zero", "429"),
+    ("429_none", "429"),
+    ("500", "500"),
+    ("502", "502"),
+    ("503", "503"),
+    ("504", "504"),
+    ("reset", "reset"),
+    ("truncated_json", "bad_json"),
+    ("invalid_json", "bad_json"),
+]
+
+
+@needs_simulator
+@pytest.mark.parametrize("kind,reason", RETRY_KINDS)
+def test_transient_faults_are_retried(sim_client, kind, reason, caplog):
+    sim, c = sim_client
+    sim.faults.retry_after_seconds = 0.05
+    sim.fail_next(kind, 2)
+    with caplog.at_level(logging.WARNING, logger="icr.client"):
+        body = c.get_json("/app/installations", params={"limit": 3, "page": 0})
+    assert len(body["installations"]) == 3
+    assert c.stats.retries == 2 and c.stats.retries_by_reason == {reason: 2}
+    assert c.stats.requests == 3
+    assert sum(sim.stats["faults_injected"].values()) == 2
+    assert caplog.text.count("retrying in") == 2 and reason in caplog.text
+    _no_secrets(caplog.text, c, sim.private_key_pem)
+
+
+@needs_simulator
+@pytest.mark.parametrize("kind,reason", [("429_http_date", "429"), ("403_rate_limit", "403-ratelimit")])
+def test_rate_limit_waits_until_the_server_says(sim_client, kind, reason):
+    sim, c = sim_client
+    sim.faults.retry_after_seconds = 0.2
+    sim.fail_next(kind, 1)
+    t0 = time.monotonic()
+    c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    elapsed = time.monotonic() - t0
+    assert c.stats.retries_by_reason == {reason: 1}
+    # the date/epoch header has 1 s resolution; it always points at least ~0.2 s ahead
+    assert 0.05 <= c.stats.wait_seconds <= 2.5 and elapsed >= 0.05
+
+
+@needs_simulator
+def test_retry_after_seconds_is_honoured_and_zero_is_no_hint(sim_client):
+    sim, c = sim_client
+    sim.faults.retry_after_seconds = 0.3
+    sim.fail_next("429_seconds", 1)
+    c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert c.stats.wait_seconds == pytest.approx(0.3, abs=0.01)
+    before = c.stats.wait_seconds
+    sim.fail_next("429_zero", 1)
+    c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert c.stats.wait_seconds - before < 0.05  # fell back to (tiny) backoff, not 0 or a big wait
+
+
+@needs_simulator
+def test_read_timeout_is_retried(sim_client):
+    sim, c = sim_client
+    c.timeout = 0.3
+    sim.faults.slow_seconds = 1.0
+    sim.fail_next("slow", 1)
+    body = c.get_json("/app/installations", params={"limit": 2, "page": 0})
+    assert len(body["installations"]) == 2
+    assert c.stats.retries_by_reason == {"timeout": 1}
+
+
+def test_connect_error_is_retried_then_fails():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here now
+    from .conftest import make_keys
+
+    c = ICRClient(f"http://127.0.0.1:{port}", AppJWT(APP_ID, make_keys().key), max_retries=3, backoff_base_s=0.001)
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations")
+    assert ei.value.status is None and ei.value.attempts == 3
+    assert "no response" in str(ei.value)
+    assert c.stats.retries_by_reason == {"reset": 2}
+
+
+@needs_simulator
+def test_bounded_attempts(sim_client, caplog):
+    sim, c = sim_client
+    c.max_retries = 3
+    sim.fail_next("503", 10)
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    e = ei.value
+    assert e.status == 503 and e.attempts == 3
+    assert "GET /app/installations?limit=1&page=0" in str(e)
+    assert "Service Unavailable" in str(e) and "after 3 attempts" in str(e)
+    assert sim.stats["requests"] == 3
+    _no_secrets(str(e) + repr(e) + caplog.text, c, sim.private_key_pem)
+
+
+@needs_simulator
+def test_bounded_total_wait(sim_client):
+    sim, c = sim_client
+    c.max_retries = 50
+    c.max_retry_wait_s = 0.5
+    sim.faults.retry_after_seconds = 0.2
+    sim.fail_next("429_seconds", 50)
+    t0 = time.monotonic()
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert time.monotonic() - t0 < 2
+    e = ei.value
+    assert e.status == 429 and e.attempts == 3  # waits 0.2 + 0.2, a third 0.2 would exceed 0.5
+    assert "max_retry_wait" in str(e) and "Too Many Requests" in str(e)
+
+
+@needs_simulator
+def test_retry_after_beyond_budget_gives_up_at_once(sim_client):
+    sim, c = sim_client
+    c.max_retry_wait_s = 1.0
+    sim.faults.retry_after_seconds = 30
+    sim.fail_next("429_seconds", 1)
+    t0 = time.monotonic()
+    with pytest.raises(ICRAPIError, match="would exceed max_retry_wait"):
+        c.get_json("/app/installations")
+    assert time.monotonic() - t0 < 1
+
+
+# --------------------------------------------------------------------------- 401
+
+
+@needs_simulator
+def test_401_remints_once_and_succeeds(simulator, make_client):
+    from icr.auth import load_private_key
+
+    calls = {"n": 0}
+
+    def clock() -> float:  # the first token is minted 1000 s in the past: expired on arrival
+        calls["n"] += 1
+        return time.time() - (1000 if calls["n"] == 1 else 0)
+
+    auth = AppJWT(simulator.app_id, load_private_key(simulator.private_key_pem), clock=clock)
+    c = make_client(simulator.base_url, auth)
+    body = c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert body["installations"]
+    assert auth.minted == 2 and c.stats.tokens_minted == 2
+    assert c.stats.retries_by_reason == {"401": 1}
+    assert simulator.stats["rejections"] == {"JWT expired": 1}
+
+
+@needs_simulator
+def test_second_401_fails(sim_client, caplog):
+    sim, c = sim_client
+    sim.faults.clock_offset_s = -1000  # server clock far behind: every exp looks too far ahead
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    e = ei.value
+    assert e.status == 401 and e.attempts == 2
+    assert "too far in the future" in str(e)
+    assert sim.stats["requests"] == 2 and c.auth.minted == 2
+    _no_secrets(str(e) + caplog.text, c, sim.private_key_pem)
+
+
+@needs_simulator
+def test_revoked_key_fails_after_one_remint(sim_client):
+    sim, c = sim_client
+    c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    sim.revoke_app_key(sim.private_key_pem)
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert ei.value.status == 401 and "Invalid signature" in str(ei.value)
+
+
+# --------------------------------------------------------------------------- rate gate
+
+
+def test_rate_gate_unit():
+    now = {"t": 100.0}
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now["t"] += s
+
+    g = RateGate(clock=lambda: now["t"], sleep=sleep)
+    assert g.wait() == 0 and not slept
+    g.hold(2.0)
+    g.hold(1.0)  # never shortens
+    assert g.remaining() == 2.0
+    assert g.wait() == 2.0 and slept == [2.0]
+    assert g.remaining() == 0
+
+
+@needs_simulator
+def test_rate_limit_slows_every_thread(sim_client):
+    sim, c = sim_client
+    sim.faults.retry_after_seconds = 0.4
+    sim.fail_next("429_seconds", 1)
+    results: list[int] = []
+
+    def fetch() -> None:
+        results.append(len(c.get_json("/app/installations", params={"limit": 1, "page": 0})["installations"]))
+
+    first = threading.Thread(target=fetch)
+    first.start()
+    deadline = time.monotonic() + 5
+    while c.gate.remaining() <= 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert c.gate.remaining() > 0.1
+    others = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert results == [1, 1, 1, 1]
+    assert c.stats.retries_by_reason == {"429": 1}
+    assert c.stats.gate_waits == 3 and c.stats.gate_wait_seconds > 0.2
+    assert c.stats.wait_seconds >= 0.4 + c.stats.gate_wait_seconds - 0.01
+    assert sim.stats["requests"] == 5  # nobody else hit the server while the gate was closed
+
+
+@needs_simulator
+def test_503_with_retry_after_holds_gate_but_plain_5xx_does_not(sim_client, stub_server, make_client):
+    sim, c = sim_client
+    sim.fail_next("500", 1)
+    c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    assert c.gate.remaining() == 0
+    srv = stub_server(lambda s: Reply(503, {"message": "busy"}, {"Retry-After": "1"}) if len(srv.requests) == 1 else Reply(200, {"ok": 1}))
+    c2 = make_client(srv.base_url)
+    c2.gate.hold  # noqa: B018 - the gate exists per client
+    t = threading.Thread(target=c2.get_json, args=("/x",))
+    t.start()
+    time.sleep(0.3)
+    assert c2.gate.remaining() > 0.3
+    t.join()
+
+
+# --------------------------------------------------------------------------- access tokens
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@needs_simulator
+@pytest.mark.parametrize("status", [200, 201])
+def test_installation_token_cached_and_refreshed(make_simulator, make_client, status, caplog):
+    from icr.auth import load_private_key
+
+    sim = make_simulator(installations=5, access_token_status=status)
+    clock = FakeClock()
+    c = make_client(sim.base_url, AppJWT(sim.app_id, load_private_key(sim.private_key_pem)), clock=clock)
+    iid = next(iter(sim.truth()))["id"]
+    t1 = c.get_installation_token(iid)
+    assert t1.startswith("crs_")
+    assert c.get_installation_token(iid) == t1
+    clock.t += 7200 - 300 - 5  # still more than 5 minutes left
+    assert c.get_installation_token(iid) == t1
+    assert sim.stats["access_tokens_issued"] == 1
+    clock.t += 10  # now within 5 minutes of expiresAt
+    t2 = c.get_installation_token(iid)
+    assert t2 != t1 and sim.stats["access_tokens_issued"] == 2
+    assert c.stats.access_tokens_fetched == 2
+    assert t1 not in caplog.text and t2 not in caplog.text
+
+    clock.t = time.time()
+    a1 = c.get_app_token()
+    assert c.get_app_token() == a1 and sim.stats["access_tokens_issued"] == 3
+
+
+@needs_simulator
+def test_installation_token_thread_safe(make_simulator, make_client):
+    from icr.auth import load_private_key
+
+    sim = make_simulator(installations=3)
+    c = make_client(sim.base_url, AppJWT(sim.app_id, load_private_key(sim.private_key_pem)))
+    iid = next(iter(sim.truth()))["id"]
+    out: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait()
+        out.append(c.get_installation_token(iid))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(out)) == 1 and sim.stats["access_tokens_issued"] == 1
+
+
+@needs_simulator
+def test_installation_token_unknown_installation(sim_client):
+    sim, c = sim_client
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_installation_token("00000000-0000-4000-8000-000000000000")
+    assert ei.value.status == 404 and ei.value.method == "POST"
+    assert "/accessTokens" in str(ei.value)
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+def _response(status: int, body: bytes, ctype: str = "application/json") -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r._content = body
+    r.headers["Content-Type"] = ctype
+    r.encoding = "utf-8"
+    r.reason = "Reason"
+    return r
+
+
+def test_api_message_formats():
+    assert api_message(_response(400, b'{"statusCode":400,"message":["limit must be an integer number","page bad"],"error":"Bad Request"}')) == "Bad Request: limit must be an integer number; page bad"
+    assert api_message(_response(401, b'{"statusCode":401,"message":"Unauthorized","error":"Unauthorized"}')) == "Unauthorized"
+    assert api_message(_response(403, b'{"message":"API rate limit exceeded","documentation_url":"https://docs.github.com/x"}')) == "API rate limit exceeded (https://docs.github.com/x)"
+    assert api_message(_response(502, b"<html>\n<body>  Bad   Gateway </body></html>", "text/html")) == "<html> <body> Bad Gateway </body></html>"
+    long = api_message(_response(500, b"x" * 5000, "text/plain"))
+    assert len(long) <= 300
+    assert api_message(_response(500, b"")) == "Reason"
+
+
+def test_parse_retry_after():
+    now = time.time()
+    assert parse_retry_after("5") == 5
+    assert parse_retry_after("1.5") == 1.5
+    for no_hint in (None, "", "0", "-3", "soon", "NaN", "inf"):
+        assert parse_retry_after(no_hint) is None
+    future = email.utils.formatdate(now + 30, usegmt=True)
+    assert 28 <= parse_retry_after(future, now=now) <= 31
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) is None
+
+
+def test_client_stats_as_dict():
+    s = ClientStats()
+    s.count_request()
+    s.count_retry("429", 1.25)
+    s.count_gate_wait(0.5)
+    d = s.as_dict()
+    assert d["requests"] == 1 and d["retries"] == 1 and d["retries_by_reason"] == {"429": 1}
+    assert d["wait_seconds"] == 1.75 and d["gate_waits"] == 1 and d["tokens_minted"] == 0
+
+
+@needs_simulator
+def test_giving_up_does_not_close_the_gate(sim_client):
+    sim, c = sim_client
+    c.max_retry_wait_s = 1.0
+    sim.faults.retry_after_seconds = 30
+    sim.fail_next("429_seconds", 1)
+    with pytest.raises(ICRAPIError):
+        c.get_json("/app/installations")
+    assert c.gate.remaining() == 0
+
+
+def test_headers_with_caller_session(stub_server, make_client):
+    srv = stub_server(lambda seen: Reply(200, {"ok": True}))
+    c = make_client(srv.base_url, session=requests.Session(), api_version="2023-06-16")
+    c.get_json("/app/installations")
+    h = srv.requests[0].headers
+    assert h["x-icr-api-version"] == "2023-06-16" and h["accept"] == "application/json"
+    assert h["user-agent"].startswith("icr-installations-sync/")

@@ -1,0 +1,203 @@
+"""ICRHook: connection (via AIRFLOW_CONN_ICR_DEFAULT) → client, extras parsing, test_connection()."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from icr.client import ICRClient
+from icr.errors import ICRConfigError
+from icr.hooks import ICRHook
+from icr.paging import InstallationPager
+
+from .conftest import APP_ID, PASSPHRASE, needs_simulator, pem_body
+
+
+@pytest.fixture
+def sim_conn(simulator, set_icr_conn):
+    """The default connection pointing at the simulator, with tiny retry settings."""
+
+    def configure(**extra):
+        extra.setdefault("max_retries", 3)
+        set_icr_conn(host=simulator.base_url, login=simulator.app_id, password=simulator.private_key_pem, extra=extra)
+        return simulator
+
+    return configure
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_hook_class_attributes():
+    assert ICRHook.conn_name_attr == "icr_conn_id"
+    assert ICRHook.default_conn_name == "icr_default"
+    assert ICRHook.conn_type == "icr"
+    assert ICRHook.hook_name == "ICR App"
+    b = ICRHook.get_ui_field_behaviour()
+    assert set(b["hidden_fields"]) == {"schema", "port"}
+    assert b["relabeling"] == {"host": "API base URL", "login": "App ID", "password": "Private key (PEM)"}
+
+
+@needs_simulator
+def test_installations_through_the_hook(sim_conn, caplog):
+    sim = sim_conn(page_size="250", concurrency="2")
+    hook = ICRHook()
+    client = hook.get_conn()
+    assert isinstance(client, ICRClient) and hook.get_conn() is client
+    pager = hook.installations()
+    assert isinstance(pager, InstallationPager) and pager.page_size == 250 and pager.concurrency == 2
+    ids = [r["id"] for page in pager for r in page.records]
+    assert set(ids) == sim.truth_ids() and pager.report.complete
+    assert client.stats.requests == 4
+    assert hook.installations(page_size=500, concurrency=1).page_size == 500
+    assert ICRHook(page_size=125).installations().page_size == 125
+    assert pem_body(sim.private_key_pem) not in caplog.text
+    assert client.auth.token() not in caplog.text
+    assert client.auth.token() not in repr(hook) + repr(client) + repr(pager)
+
+
+@needs_simulator
+def test_extras_parsed_leniently(sim_conn):
+    sim_conn(timeout="7.5", max_retries="4", max_retry_wait=12, api_version="2023-06-16", allow_insecure_http="false")
+    client = ICRHook().get_conn()
+    assert (client.timeout, client.max_retries, client.max_retry_wait_s, client.api_version) == (7.5, 4, 12.0, "2023-06-16")
+
+
+@needs_simulator
+def test_prefixed_extras_accepted(sim_conn):
+    sim_conn(**{"extra__icr__page_size": "30"})
+    assert ICRHook().installations().page_size == 30
+
+
+@needs_simulator
+def test_uri_form_with_scheme_as_path(simulator, monkeypatch):
+    host, port = simulator.base_url.rsplit("//", 1)[1].rsplit(":", 1)
+    uri = f"icr://{quote(simulator.app_id, safe='')}:{quote(simulator.private_key_pem, safe='')}@{host}:{port}/http"
+    monkeypatch.setenv("AIRFLOW_CONN_ICR_DEFAULT", uri)
+    hook = ICRHook()
+    assert hook.get_conn().base_url == simulator.base_url
+    ok, message = hook.test_connection()
+    assert ok, message
+
+
+@needs_simulator
+def test_key_from_file_with_passphrase(simulator, set_icr_conn, tmp_path):
+    key = serialization.load_pem_private_key(simulator.private_key_pem.encode(), password=None)
+    enc = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+    )
+    path = tmp_path / "icr_private_key.pem"
+    path.write_bytes(enc)
+    set_icr_conn(host=simulator.base_url, login=simulator.app_id,
+                 extra={"private_key_path": str(path), "private_key_passphrase": PASSPHRASE})
+    ok, message = ICRHook().test_connection()
+    assert ok, message
+    assert PASSPHRASE not in message
+
+
+# --------------------------------------------------------------------------- bad connections
+
+
+@pytest.mark.parametrize(
+    "fields,field,text",
+    [
+        ({"host": "http://127.0.0.1:1", "password": "x"}, "login (App ID)", "is required"),
+        ({"host": "http://127.0.0.1:1", "login": APP_ID}, "password (private key PEM)", "extra.private_key_path is required"),
+        ({"host": "127.0.0.1:8765", "login": APP_ID, "password": "x"}, "host (API base URL)", "scheme"),
+        ({"host": "http://api.carbonregistry.com", "login": APP_ID, "password": "x"}, "host (API base URL)", "unencrypted"),
+        ({"login": APP_ID, "password": "x", "extra": {"page_size": "abc"}}, "extra.page_size", "whole number"),
+        ({"login": APP_ID, "password": "x", "extra": {"page_size": 0}}, "extra.page_size", "at least 1"),
+        ({"login": APP_ID, "password": "x", "extra": {"concurrency": "2.5"}}, "extra.concurrency", "whole number"),
+        ({"login": APP_ID, "password": "x", "extra": {"timeout": "-1"}}, "extra.timeout", "> 0"),
+        ({"login": APP_ID, "password": "x", "extra": {"max_retry_wait": "soon"}}, "extra.max_retry_wait", "number of seconds"),
+        ({"login": APP_ID, "password": "x", "extra": {"max_retries": True}}, "extra.max_retries", "whole number"),
+        ({"login": APP_ID, "password": "x", "extra": {"allow_insecure_http": "maybe"}}, "extra.allow_insecure_http", "true or false"),
+        ({"login": APP_ID, "password": "x", "extra": {"private_key_path": "/nonexistent/k.pem"}}, "password (private key PEM)", "not a PEM"),
+        ({"login": APP_ID, "extra": {"private_key_path": "/nonexistent/k.pem"}}, "extra.private_key_path", "does not exist"),
+    ],
+)
+def test_bad_connection_names_the_field(set_icr_conn, fields, field, text):
+    set_icr_conn(**fields)
+    with pytest.raises(ICRConfigError) as ei:
+        ICRHook().get_conn()
+    assert ei.value.field == field
+    assert text in str(ei.value) and "icr_default" in str(ei.value)
+    ok, message = ICRHook().test_connection()
+    assert not ok and field in message
+
+
+def test_insecure_http_allowed_by_extra(set_icr_conn, keys):
+    set_icr_conn(host="http://10.1.2.3:8080", login=APP_ID, password=keys.pkcs8, extra={"allow_insecure_http": "true"})
+    assert ICRHook().get_conn().base_url == "http://10.1.2.3:8080"
+
+
+def test_empty_host_means_production(set_icr_conn, keys):
+    set_icr_conn(login=APP_ID, password=keys.pkcs1)
+    assert ICRHook().get_conn().base_url == "https://api.carbonregistry.com"
+
+
+def test_unknown_extras_warned_by_name_only(set_icr_conn, keys, caplog):
+    set_icr_conn(login=APP_ID, password=keys.pkcs1, extra={"page_sise": "secret-looking-value"})
+    with caplog.at_level(logging.WARNING):
+        ICRHook().get_conn()
+    assert "page_sise" in caplog.text and "secret-looking-value" not in caplog.text
+
+
+def test_other_conn_id(set_icr_conn, keys):
+    set_icr_conn("icr_sandbox", host="https://sandbox-api.carbonregistry.com", login=APP_ID, password=keys.pkcs8)
+    assert ICRHook(icr_conn_id="icr_sandbox").get_conn().base_url == "https://sandbox-api.carbonregistry.com"
+
+
+# --------------------------------------------------------------------------- test_connection
+
+
+@needs_simulator
+def test_test_connection_success(sim_conn):
+    sim = sim_conn()
+    ok, message = ICRHook().test_connection()
+    assert ok, message
+    assert sim.app_id in message and "1000 installations" in message
+    assert sim.public_key_fingerprints[0] in message
+    assert message.startswith(f"Connected to {sim.base_url} as ICR App {sim.app_id}")
+    assert "BEGIN" not in message
+
+
+@needs_simulator
+def test_test_connection_wrong_key(simulator, set_icr_conn, keys, caplog):
+    set_icr_conn(host=simulator.base_url, login=simulator.app_id, password=keys.pkcs8)
+    ok, message = ICRHook().test_connection()
+    assert not ok
+    assert "HTTP 401" in message and "Invalid signature" in message and "fingerprint SHA256:" in message
+    for text in (message, caplog.text):
+        assert pem_body(keys.pkcs8) not in text and "Bearer" not in text
+
+
+@needs_simulator
+def test_test_connection_wrong_app_id(simulator, set_icr_conn):
+    set_icr_conn(host=simulator.base_url, login="11111111-2222-4333-8444-555555555555", password=simulator.private_key_pem)
+    ok, message = ICRHook().test_connection()
+    assert not ok and "Unknown issuer" in message and "App ID" in message
+
+
+def test_test_connection_unreachable(set_icr_conn, keys):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    set_icr_conn(host=f"http://127.0.0.1:{port}", login=APP_ID, password=keys.pkcs8)
+    ok, message = ICRHook().test_connection()
+    assert not ok and "Could not reach" in message and f"127.0.0.1:{port}" in message
+
+
+def test_json_conn_env_is_what_we_document(set_icr_conn, keys):
+    value = set_icr_conn(host="http://127.0.0.1:8765", login=APP_ID, password=keys.pkcs8)
+    assert json.loads(value)["conn_type"] == "icr"
+    conn = ICRHook.get_connection("icr_default")
+    assert conn.host == "http://127.0.0.1:8765" and conn.login == APP_ID

@@ -39,11 +39,11 @@ from requests.adapters import HTTPAdapter
 from icr import __version__
 from icr.auth import AppJWT, mask
 from icr.errors import ICRAPIError, ICRConfigError
+from icr.provider import DEFAULT_API_VERSION
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.carbonregistry.com"
-DEFAULT_API_VERSION = "2023-06-16"
 USER_AGENT = f"icr-installations-sync/{__version__} (+Apache Airflow provider; python-requests/{requests.__version__})"
 FIELD_HOST = "host (API base URL)"
 

@@ -23,7 +23,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from icr import provider
-from icr.auth import AppJWT, load_private_key, public_key_fingerprint, validate_app_id
+from icr.auth import AppJWT, load_private_key, validate_app_id
 from icr.client import DEFAULT_BASE_URL, FIELD_HOST, ICRClient, normalize_base_url
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
 from icr.paging import InstallationPager

@@ -43,74 +43,83 @@ DEFAULT_MAX_PAGES = 100_000
 
 
 class SeenIds:
-    """A compact set of ids: 64-bit blake2b hashes in a sorted numpy array.
+    """A compact set of ids: 64-bit blake2b hashes in sorted numpy arrays.
 
-    One million ids cost 8 MB (plus a bounded pending set), where a Python ``set`` of UUID
-    strings costs ~100 MB. Two different ids collide with probability ~n²/2⁶⁵ (≈3e-8 for a
-    million): a collision would count a new id as a duplicate; acceptable for a report.
+    One million ids cost 8 MB, where a Python ``set`` of UUID strings costs ~100 MB. New
+    hashes go to a small sorted "pending" array that is folded into the main one every
+    ``merge_every`` ids, so each batch costs O(batch + pending) instead of re-sorting
+    everything. Two different ids collide with probability ~n²/2⁶⁵ (≈3e-8 for a million):
+    a collision would count a new id as a duplicate; acceptable for a completeness report.
     """
 
-    def __init__(self, merge_every: int = 50_000) -> None:
+    def __init__(self, merge_every: int = 65_536) -> None:
         self._sorted = np.empty(0, dtype=np.uint64)
-        self._pending: set[int] = set()
+        self._pending = np.empty(0, dtype=np.uint64)
         self._merge_every = merge_every
 
     @staticmethod
     def hash_id(value: str) -> int:
         return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
 
-    def _in_sorted(self, hashes: np.ndarray) -> np.ndarray:
-        if self._sorted.size == 0 or hashes.size == 0:
-            return np.zeros(hashes.size, dtype=bool)
-        pos = np.searchsorted(self._sorted, hashes)
-        pos[pos >= self._sorted.size] = self._sorted.size - 1
-        return self._sorted[pos] == hashes
-
     @staticmethod
     def _hashes(ids: Iterable[str]) -> np.ndarray:
         blake = hashlib.blake2b
         digests = b"".join(blake(i.encode("utf-8"), digest_size=8).digest() for i in ids)
-        return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
+        return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+    @staticmethod
+    def _member(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+        if haystack.size == 0 or needles.size == 0:
+            return np.zeros(needles.size, dtype=bool)
+        pos = np.searchsorted(haystack, needles)
+        pos[pos >= haystack.size] = haystack.size - 1
+        return haystack[pos] == needles
+
+    @staticmethod
+    def _merge(a: np.ndarray, b_sorted: np.ndarray) -> np.ndarray:
+        """Merge two sorted, disjoint arrays in O(len(a) + len(b))."""
+        if a.size == 0:
+            return b_sorted.copy()
+        return np.insert(a, np.searchsorted(a, b_sorted), b_sorted)
 
     def add_batch(self, ids: Iterable[str]) -> list[bool]:
         """Add ids; return one flag per id, True where the id was not seen before."""
         hashes = self._hashes(ids)
-        known = self._in_sorted(hashes).tolist()
-        pending = self._pending
-        out: list[bool] = []
-        for h, in_sorted in zip(hashes.tolist(), known):
-            if in_sorted or h in pending:
-                out.append(False)
-            else:
-                pending.add(h)
-                out.append(True)
-        if len(pending) >= self._merge_every:
-            self.compact()
-        return out
+        if hashes.size == 0:
+            return []
+        new = ~(self._member(self._sorted, hashes) | self._member(self._pending, hashes))
+        uniq, first = np.unique(hashes, return_index=True)  # sorted; first occurrence in the batch
+        first_mask = np.zeros(hashes.size, dtype=bool)
+        first_mask[first] = True
+        new &= first_mask
+        if new.any():
+            self._pending = self._merge(self._pending, np.sort(hashes[new]))
+            if self._pending.size >= self._merge_every:
+                self.compact()
+        return new.tolist()
 
     def add(self, value: str) -> bool:
         return self.add_batch([value])[0]
 
     def compact(self) -> None:
-        """Merge the pending set into the sorted array (O(n + m): pending is disjoint from it)."""
-        if self._pending:
-            pending = np.sort(np.fromiter(self._pending, dtype=np.uint64, count=len(self._pending)))
-            self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, pending), pending)
-            self._pending = set()
+        """Fold the pending array into the main one."""
+        if self._pending.size:
+            self._sorted = self._merge(self._sorted, self._pending)
+            self._pending = np.empty(0, dtype=np.uint64)
 
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, str):
             return False
-        h = self.hash_id(value)
-        return h in self._pending or bool(self._in_sorted(np.array([h], dtype=np.uint64))[0])
+        h = np.array([self.hash_id(value)], dtype=np.uint64)
+        return bool(self._member(self._sorted, h)[0] or self._member(self._pending, h)[0])
 
     def __len__(self) -> int:
-        return int(self._sorted.size) + len(self._pending)
+        return int(self._sorted.size + self._pending.size)
 
     @property
     def nbytes(self) -> int:
-        """Approximate memory held: the array plus ~ (int object + set slot) per pending id."""
-        return int(self._sorted.nbytes) + len(self._pending) * 72
+        """Memory held by the hash arrays (8 bytes per distinct id)."""
+        return int(self._sorted.nbytes + self._pending.nbytes)
 
     def __repr__(self) -> str:
         return f"SeenIds(distinct={len(self)}, nbytes={self.nbytes})"

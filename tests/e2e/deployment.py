@@ -387,6 +387,54 @@ class Deployment:
             raise AssertionError(f"{method} /api/v2/{path} -> {resp.status_code}: {resp.text[:2000]}")
         return resp.json() if resp.content else None
 
+    def unpause(self, dag_id: str = DAG_ID) -> None:
+        self.api_json("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+
+    def backfill_runs(self, first_day: str, last_day: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        """The backfill runs of dag_id whose logical date falls on first_day..last_day (UTC)."""
+        params = {"run_type": "backfill", "logical_date_gte": f"{first_day}T00:00:00Z",
+                  "logical_date_lte": f"{last_day}T23:59:59Z", "order_by": "logical_date", "limit": 100}
+        return self.api_json("GET", f"dags/{dag_id}/dagRuns", params=params)["dag_runs"]
+
+    def wait_for_backfill(self, first_day: str, last_day: str, expected_runs: int, timeout_s: float = 480,
+                          dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        """Wait until expected_runs backfill runs in the range are finished; return them."""
+
+        def finished() -> list[dict[str, Any]] | None:
+            runs = self.backfill_runs(first_day, last_day, dag_id)
+            if len(runs) >= expected_runs and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            return None
+
+        return wait_for(f"{expected_runs} backfill runs of {dag_id} on {first_day}..{last_day}", finished,
+                        timeout_s, self.procs, interval_s=3)
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        return self.api_json("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def explain_failed_runs(self, runs: list[dict[str, Any]], dag_id: str = DAG_ID) -> str:
+        """Task states of the runs that did not succeed, with the logs of their failed tasks."""
+        out = []
+        for run in runs:
+            if run["state"] == "success":
+                continue
+            out.append(f"== run {run['dag_run_id']}: {run['state']}")
+            for ti in self.task_instances(run["dag_run_id"], dag_id):
+                out.append(f"   {ti['task_id']}: {ti['state']} (try {ti['try_number']}, host {ti['hostname']})")
+                if ti["state"] not in ("success", "skipped") and ti["try_number"]:
+                    resp = self.api("GET", f"dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/"
+                                           f"{ti['task_id']}/logs/{ti['try_number']}")
+                    if not resp.ok:
+                        out.append(f"   (log: HTTP {resp.status_code})")
+                        continue
+                    for entry in resp.json().get("content", [])[-40:]:
+                        if isinstance(entry, dict):
+                            extra = entry.get("error_detail") or ""
+                            out.append(f"   | {entry.get('level', '')} {entry.get('event', '')} {extra}".rstrip())
+                        else:
+                            out.append(f"   | {entry}")
+        return "\n".join(out)
+
     # -- internals ----------------------------------------------------------------------------
 
     def _admin_sql(self, sql: str) -> None:

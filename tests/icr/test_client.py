@@ -513,3 +513,36 @@ def test_headers_with_caller_session(stub_server, make_client):
     h = srv.requests[0].headers
     assert h["x-icr-api-version"] == "2023-06-16" and h["accept"] == "application/json"
     assert h["user-agent"].startswith("icr-installations-sync/")
+
+
+class _FlakySession:
+    """A requests.Session stand-in that raises the given exceptions, then answers 200."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def request(self, method, url, **kw):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        r = requests.Response()
+        r.status_code = 200
+        r._content = b'{"ok": true}'
+        return r
+
+    def close(self):
+        pass
+
+
+def test_connect_timeout_and_chunked_errors_are_retried(app_jwt):
+    session = _FlakySession([
+        requests.ConnectTimeout("connect timed out"),
+        requests.ReadTimeout("read timed out"),
+        requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
+        requests.ConnectionError("Connection reset by peer"),
+    ])
+    c = ICRClient("http://127.0.0.1:1", app_jwt, session=session, backoff_base_s=0.001, max_retries=5)
+    assert c.get_json("/app/installations") == {"ok": True}
+    assert session.calls == 5
+    assert c.stats.retries_by_reason == {"timeout": 2, "reset": 2}

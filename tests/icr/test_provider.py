@@ -79,6 +79,7 @@ def test_providers_manager_sees_icr():
     assert behaviour["placeholders"]["extra__icr__private_key_path"].endswith(".pem")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd", [["providers", "hooks"]])
 def test_cli_lists_icr(cmd, tmp_path):
     """`airflow providers hooks` in a fresh AIRFLOW_HOME shows the icr connection type."""

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-after-seconds", type=float, default=1)
     p.add_argument("--slow-seconds", type=float, default=5.0)
     p.add_argument("--clock-offset-s", type=float, default=0.0)
+    p.add_argument("--warm", action="store_true",
+                   help="pre-generate every installation's JSON at start (benchmarks: ~1 KB each)")
+    p.add_argument("--warm-workers", type=int, default=1, help="processes generating for --warm")
     p.add_argument("--no-prefetch", action="store_true", help="do not pre-generate the next page in the background")
     return p
 
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         private_key_pem=key_pem,
         faults=faults,
         prefetch=not args.no_prefetch,
+        warm=args.warm,
+        warm_workers=args.warm_workers,
     )
     sim = ICRSimulator(cfg)
     stop = threading.Event()

@@ -66,6 +66,10 @@ class FaultConfig:
     ``scope``                 ``"list"``: ``error_rate`` applies to ``GET /app/installations`` only;
                               ``"app"``: to every ``/app/...`` request.
     ``seed``                  seed of the fault RNG (``None``: the simulator's seed).
+    ``extra_records``         ``{page_number: [record, ...]}``: raw records appended to that page of
+                              ``GET /app/installations`` as given (dicts/lists/values are JSON-encoded,
+                              ``str``/``bytes`` are sent verbatim as JSON text); not validated and not
+                              counted in ``pagination.total`` — for hand-crafted bad records.
     """
 
     error_rate: float = 0.0
@@ -78,6 +82,7 @@ class FaultConfig:
     max_faults: int | None = None
     scope: str = "list"
     seed: int | None = None
+    extra_records: dict | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -92,6 +97,11 @@ class FaultConfig:
             raise ValueError("error_rate > 0 needs at least one fault kind")
         if self.scope not in ("list", "app"):
             raise ValueError(f"scope must be 'list' or 'app', got {self.scope!r}")
+        if self.extra_records is not None:
+            if not isinstance(self.extra_records, dict) or not all(
+                    isinstance(v, (list, tuple)) for v in self.extra_records.values()):
+                raise ValueError("extra_records must be a dict {page_number: [record, ...]}")
+            self.extra_records = {int(k): list(v) for k, v in self.extra_records.items()}
         m = self.mutate_while_paging
         if m is not None and not callable(m):
             if not isinstance(m, dict):
@@ -169,6 +179,12 @@ class SimulatorConfig:
     #: when the simulator runs in its own process (the CLI turns it on); in-process it only
     #: competes with the client for the GIL, so it is off by default.
     prefetch: bool = False
+    #: pre-generate the JSON of every initial installation when the simulator starts (about 1 KB
+    #: each, kept for the simulator's life), so a long benchmark measures the client, not the
+    #: simulator's record generation (~40 µs a record in pure Python). ``warm_workers`` > 1
+    #: generates in that many processes. Updated and added installations still go through the LRU.
+    warm: bool = False
+    warm_workers: int = 1
     #: serve the ``/_sim/*`` admin API (loopback clients only).
     admin_api: bool = True
     faults: FaultConfig = field(default_factory=FaultConfig)

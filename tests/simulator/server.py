@@ -135,7 +135,9 @@ class ICRSimulator:
         self._fault_rng = random.Random(f"faults:{seed if config.faults.seed is None else config.faults.seed}")
         self._faults_injected_random = 0
         self._fail_next: collections.deque[str] = collections.deque()
-        self._encoded = functools.lru_cache(maxsize=config.record_cache_size)(self._encode_uncached)
+        self._lru = functools.lru_cache(maxsize=config.record_cache_size)(self._encode_uncached)
+        self._warm: list[bytes] = []  # JSON of initial installation i at [i], when config.warm
+        self._warm_seconds = 0.0
         self._access_tokens: dict[str, dict] = {}
         self._prefetch_q = queue.Queue(maxsize=2)
         # server
@@ -148,6 +150,8 @@ class ICRSimulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> "ICRSimulator":
         if self._server is not None:
             return self
+        if self.config.warm and not self._warm:
+            self.warm_up(self.config.warm_workers)
         self._stop_event.clear()
         self._prefetch_q: queue.Queue = queue.Queue(maxsize=2)
         self._prefetcher = threading.Thread(target=self._prefetch_loop, name="icr-simulator-prefetch", daemon=True)
@@ -378,6 +382,37 @@ class ICRSimulator:
     def _encode_uncached(self, i: int, version: int, updated_ms: int) -> bytes:
         return self._factory.record_json(i, version, updated_ms if version else None).encode()
 
+    def _encoded(self, i: int, version: int, updated_ms: int) -> bytes:
+        warm = self._warm
+        if not version and 0 <= i < len(warm):
+            return warm[i]
+        return self._lru(i, version, updated_ms)
+
+    def warm_up(self, workers: int = 1) -> float:
+        """Generate the JSON of every initial installation now (see ``SimulatorConfig.warm``)."""
+        t0 = time.monotonic()
+        n = self.config.installations
+        f = self._factory
+        if workers > 1 and n >= 20_000:
+            import concurrent.futures
+            import multiprocessing
+
+            step = -(-n // (workers * 4))
+            spans = [(a, min(n, a + step)) for a in range(0, n, step)]
+            args = (f.seed, f.app_id, f.app_name_id, f.anchor_ms, f.span_ms)
+            ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                parts = list(pool.map(_warm_span, [(args, a, b) for a, b in spans]))
+            warm: list[bytes] = []
+            for part in parts:
+                warm.extend(part)
+        else:
+            rj = f.record_json
+            warm = [rj(i).encode() for i in range(n)]
+        self._warm = warm
+        self._warm_seconds = time.monotonic() - t0
+        return self._warm_seconds
+
     def _encoded_of(self, i: int) -> bytes:
         ov = self._overrides.get(i)
         if ov is None:
@@ -403,6 +438,8 @@ class ICRSimulator:
                 return
             enc = self._encoded
             for k in keys:
+                if not k[1] and k[0] < len(self._warm):
+                    continue
                 if self._stop_event.is_set():
                     break
                 enc(*k)
@@ -723,6 +760,10 @@ class ICRSimulator:
                 pass
         enc = self._encoded
         items = [enc(*k) for k in keys]
+        extra = self._faults.extra_records
+        if extra and extra.get(page):
+            items += [r if isinstance(r, bytes) else r.encode() if isinstance(r, str)
+                      else json.dumps(r, separators=(",", ":")).encode() for r in extra[page]]
         pagination: dict[str, Any] = {"total": total, "currentPage": page, "pageCount": page_count}
         if pos + 1 < page_count:
             pagination["nextPage"] = page + 1
@@ -766,6 +807,7 @@ class ICRSimulator:
                     "count": self.count, "app_id": self.app_id, "base_url": self.base_url,
                     "fingerprints": self.public_key_fingerprints, "stats": self.stats,
                     "faults": self._faults.to_json(), "pending_fail_next": list(self._fail_next),
+                    "warm_records": len(self._warm), "warm_seconds": round(self._warm_seconds, 3),
                 })
             if method == "GET" and path == "/_sim/truth_ids":
                 ids = self.truth_id_list()
@@ -789,6 +831,15 @@ class ICRSimulator:
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, str(exc))
         return _error(404, f"Cannot {method} {path}")
+
+
+def _warm_span(task: tuple) -> list[bytes]:
+    """Worker of ``ICRSimulator.warm_up``: the JSON of installations ``a..b-1``."""
+    (seed, app_id, app_name_id, anchor_ms, span_ms), a, b = task
+    f = InstallationFactory(seed, app_id, app_name_id, anchor_ms, 1)
+    f.span_ms = span_ms
+    rj = f.record_json
+    return [rj(i).encode() for i in range(a, b)]
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,0 +1,577 @@
+"""The ICR sync benchmark: the real sync (ICRHook → normalize → staging → merge) against the
+simulator (its own process, loopback HTTP) into the local PostgreSQL, with its floor and a
+stock-Airflow baseline measured in the same run.
+
+    .venv/bin/python -m benchmarks.run                      # 1,000,000 installations
+    .venv/bin/python -m benchmarks.run --quick              # 100,000
+    .venv/bin/python -m benchmarks.run --sizes 100000,1000000
+    .venv/bin/python -m benchmarks.run --smoke              # 2,000, every section (CI)
+
+Prints a table and writes ``benchmarks/results/<timestamp>-<size>.json``. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+PG_ADMIN_URL = os.environ.get("ICR_BENCH_PG_URL", os.environ.get("ICR_TEST_PG_URL",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+STATE = "icr_installation_state"
+
+TARGETS = {
+    "e2e_over_floor_max": 1.3,
+    "speedup_vs_stock_min": 2.5,
+    "peak_rss_mb_max_at_1m": 300.0,
+    "peak_rss_growth_max": 1.20,
+    "time_growth_per_10x_max": 11.0,
+    "concurrency_speedup_min": 4.0,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Simulator:
+    """``python -m tests.simulator`` in its own process (warm: every record pre-generated)."""
+
+    def __init__(self, installations: int, seed: int, workdir: Path, latency_ms: float = 0.0,
+                 warm_workers: int = 2) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="sim-", dir=workdir))
+        info = self.dir / "info.json"
+        cmd = [sys.executable, "-m", "tests.simulator", "--port", "0", "--installations", str(installations),
+               "--seed", str(seed), "--key-out", str(self.dir / "key.pem"), "--info-out", str(info),
+               "--latency-ms", str(latency_ms), "--warm", "--warm-workers", str(warm_workers),
+               "--retry-after-seconds", "1"]
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while not info.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"simulator exited: {self.proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(0.05)
+        self.info = json.loads(info.read_text())
+        self.base_url = self.info["base_url"]
+        self.pem = (self.dir / "key.pem").read_text()
+        self.start_seconds = time.monotonic() - t0
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
+
+    def conn_json(self, **extra: Any) -> str:
+        return json.dumps({"conn_type": "icr", "host": self.base_url, "login": self.info["app_id"],
+                           "password": self.pem, "extra": {"max_retry_wait": 30, **extra}})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Proxy:
+    def __init__(self, target: str, delay_ms: float) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.proxy", "--target", target,
+                                      "--delay-ms", str(delay_ms)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"proxy did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def worker(task: str, env_conn: str, **args: Any) -> dict[str, Any]:
+    """Run one task of benchmarks.worker in a fresh process; its JSON result."""
+    env = dict(os.environ)
+    env["AIRFLOW_CONN_ICR_DEFAULT"] = env_conn
+    env.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="icr-bench-airflow-"))
+    if "pg_conn_id" in args:
+        env[f"AIRFLOW_CONN_{args['pg_conn_id'].upper()}"] = args["libpq_url"]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps({"task": task, **args})],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {task} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+class Database:
+    def __init__(self, admin_url: str, name: str) -> None:
+        import psycopg
+
+        self.admin_url = _libpq(admin_url)
+        self.name = name
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.url = self.admin_url.rsplit("/", 1)[0] + "/" + name
+
+    def url_via(self, port: int) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{port}"
+        return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
+
+    def table_stats(self, table: str) -> dict[str, int]:
+        """pg_stat_user_tables counters of ``table`` once they have settled (stats flush async)."""
+        last = None
+        for _ in range(100):
+            with self.connect() as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd, pg_total_relation_size(relid) "
+                    "FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
+            now = dict(zip(("ins", "upd", "del", "hot_upd", "bytes"), row or (0, 0, 0, 0, 0)))
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.3)
+        return last or {}
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    d = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("ins", "upd", "del", "hot_upd")}
+    d["rewritten"] = d["ins"] + d["upd"] + d["del"]
+    d["size_before"] = int(before.get("bytes", 0))
+    d["size_after"] = int(after.get("bytes", 0))
+    d["size_growth_bytes"] = d["size_after"] - d["size_before"]
+    return d
+
+
+def bare_copy(db: Database) -> dict[str, Any]:
+    """COPY the final rows out to a buffer, then time COPY FROM into an empty clone table."""
+    with db.connect() as conn:
+        buf = bytearray()
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY (SELECT * FROM {STATE}) TO STDOUT") as copy:
+                for block in copy:
+                    buf += block
+        conn.execute("DROP TABLE IF EXISTS icr_bench_copy_floor")
+        conn.execute(f"CREATE TABLE icr_bench_copy_floor (LIKE {STATE})")
+        t0 = time.monotonic()
+        with conn.cursor() as cur:
+            with cur.copy("COPY icr_bench_copy_floor FROM STDIN") as copy:
+                view = memoryview(buf)
+                for start in range(0, len(view), 1 << 20):
+                    copy.write(view[start:start + (1 << 20)])
+        seconds = time.monotonic() - t0
+        rows = conn.execute("SELECT count(*) FROM icr_bench_copy_floor").fetchone()[0]
+        conn.execute("DROP TABLE icr_bench_copy_floor")
+    return {"seconds": seconds, "rows": rows, "bytes": len(buf)}
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"installations": n}
+    log(f"size {n:,}: starting the simulator (pre-generating {n:,} records)")
+    sim = Simulator(n, opts.seed, workdir)
+    out["simulator_start_seconds"] = round(sim.start_seconds, 2)
+    tag = f"icr_bench_{os.getpid()}_{n}"
+    db = Database(opts.pg_url, tag)
+    dbs = [db]
+    proxy = None
+    try:
+        conn = sim.conn_json(page_size=opts.page_size, concurrency=opts.concurrency)
+        common = {"page_size": opts.page_size, "concurrency": opts.concurrency}
+
+        log("fetch-only floor")
+        out["fetch_only"] = worker("fetch", conn, **common)
+
+        log("sync #1 (empty warehouse)")
+        before: dict[str, int] = {}  # the table does not exist yet
+        first = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        first["state"] = _delta(before, db.table_stats(STATE))
+        out["sync"] = first
+
+        log("bare COPY floor")
+        out["bare_copy"] = bare_copy(db)
+
+        sample = min(n, opts.stock_sample)
+        log(f"stock baseline on {sample:,} records (json_normalize + PostgresHook.insert_rows)")
+        stock = worker("stock", conn, sample=sample, table="icr_stock_installations", libpq_url=db.url,
+                       pg_conn_id="icr_bench_pg", page_size=opts.page_size)
+        st = db.table_stats("icr_stock_installations")
+        stock["pg_stat_after_both_runs"] = st
+        # the first run inserts every row, the rerun updates every row (pg counters of both)
+        stock["rerun_rewritten"] = int(st["upd"])
+        stock["first_inserted"] = int(st["ins"])
+        out["stock"] = stock
+        with db.connect() as c:
+            c.execute("DROP TABLE IF EXISTS icr_stock_installations")
+
+        log("sync #2 (no changes)")
+        before = db.table_stats(STATE)
+        second = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        second["state"] = _delta(before, db.table_stats(STATE))
+        out["rerun_no_change"] = second
+
+        upd, rem = max(1, n // 100), max(1, n // 200)
+        log(f"sync #3 ({upd:,} updated, {rem:,} removed)")
+        sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
+        before = db.table_stats(STATE)
+        third = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        third["state"] = _delta(before, db.table_stats(STATE))
+        third["changes"] = {"updated": upd, "removed": rem}
+        out["rerun_changes"] = third
+
+        if with_proxy:
+            proxy = Proxy("127.0.0.1:5432", opts.proxy_delay_ms)
+            pdb = Database(opts.pg_url, tag + "_proxy")
+            dbs.append(pdb)
+            via = pdb.url_via(proxy.port)
+            log(f"through a {opts.proxy_delay_ms} ms-each-way proxy: sync of {sim.admin('GET', '/_sim/state')['count']:,}")
+            psync = worker("sync", conn, warehouse_url=via, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+            psample = min(n, opts.proxy_stock_sample)
+            log(f"through the proxy: stock baseline on {psample:,} records")
+            pstock = worker("stock", conn, sample=psample, table="icr_stock_installations", libpq_url=via,
+                            pg_conn_id="icr_bench_pg_proxy", page_size=opts.page_size)
+            out["proxy"] = {"delay_ms_each_way": opts.proxy_delay_ms, "sync": psync, "stock": pstock}
+        out["simulator_state"] = sim.admin("GET", "/_sim/state")["stats"]
+    finally:
+        if proxy:
+            proxy.stop()
+        sim.stop()
+        for d in dbs:
+            if not opts.keep_db:
+                d.drop()
+    return out
+
+
+def measure_concurrency(opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    n = opts.concurrency_installations
+    log(f"concurrency: {n:,} installations, {opts.latency_ms} ms API latency")
+    sim = Simulator(n, opts.seed, workdir, latency_ms=opts.latency_ms, warm_workers=1)
+    try:
+        conn1 = sim.conn_json(page_size=opts.page_size, concurrency=1)
+        connc = sim.conn_json(page_size=opts.page_size, concurrency=opts.fetch_concurrency)
+        serial = worker("fetch", conn1, page_size=opts.page_size, concurrency=1)
+        conc = worker("fetch", connc, page_size=opts.page_size, concurrency=opts.fetch_concurrency)
+        faults = {"fail_next": {"kind": "429_seconds", "n": opts.inject_429}}
+        sim.admin("POST", "/_sim/reset_stats")
+        sim.admin("POST", "/_sim/faults", faults)
+        limited = worker("fetch", connc, page_size=opts.page_size, concurrency=opts.fetch_concurrency)
+        state = sim.admin("GET", "/_sim/state")
+        return {
+            "installations": n,
+            "latency_ms": opts.latency_ms,
+            "serial": serial,
+            "concurrent": conc,
+            "speedup": serial["seconds"] / conc["seconds"] if conc["seconds"] else None,
+            "with_429": {"injected": opts.inject_429, "result": limited,
+                         "simulator_by_status": state["stats"].get("by_status", {})},
+        }
+    finally:
+        sim.stop()
+
+
+# --------------------------------------------------------------------------- derived numbers
+
+
+def derive(size: dict[str, Any]) -> dict[str, Any]:
+    n = size["installations"]
+    s = size["sync"]
+    ex = s["extract"]
+    rate = lambda secs: (n / secs) if secs else None  # noqa: E731
+    floor = size["fetch_only"]["seconds"] + size["bare_copy"]["seconds"]
+    ours_nl = ex["normalize_seconds"] + ex["stage_seconds"] + s["load_wall"]
+    st = size["stock"]
+    scale = n / st["sample"]
+    stock_nl = (st["first"]["normalize_seconds"] + st["first"]["load_seconds"]) * scale
+    d: dict[str, Any] = {
+        "stages": {
+            "fetch": {"seconds": s["extract_wall"], "records_per_s": rate(s["extract_wall"])},
+            "normalize": {"seconds": ex["normalize_seconds"], "records_per_s": rate(ex["normalize_seconds"])},
+            "stage": {"seconds": ex["stage_seconds"], "records_per_s": rate(ex["stage_seconds"])},
+            "merge": {"seconds": s["load_wall"], "records_per_s": rate(s["load_wall"])},
+        },
+        "end_to_end": {"seconds": s["end_to_end_seconds"], "records_per_s": rate(s["end_to_end_seconds"]),
+                       "api_requests": s["api_requests"], "peak_rss_mb": s["peak_rss_mb"]},
+        "floor": {"fetch_only_seconds": size["fetch_only"]["seconds"],
+                  "bare_copy_seconds": size["bare_copy"]["seconds"], "seconds": floor,
+                  "fetch_only_peak_rss_mb": size["fetch_only"]["peak_rss_mb"]},
+        "e2e_over_floor": s["end_to_end_seconds"] / floor if floor else None,
+        "ours_normalize_load_seconds": ours_nl,
+        "stock_normalize_load_seconds_extrapolated": stock_nl,
+        "stock_sample": st["sample"],
+        "speedup_vs_stock": stock_nl / ours_nl if ours_nl else None,
+    }
+    if "proxy" in size:
+        p = size["proxy"]
+        pex = p["sync"]["extract"]
+        pours = pex["normalize_seconds"] + pex["stage_seconds"] + p["sync"]["load_wall"]
+        pst = p["stock"]
+        pstock = (pst["first"]["normalize_seconds"] + pst["first"]["load_seconds"]) * (n / pst["sample"])
+        d["proxy"] = {"ours_normalize_load_seconds": pours, "stock_normalize_load_seconds_extrapolated": pstock,
+                      "stock_sample": pst["sample"], "speedup_vs_stock": pstock / pours if pours else None,
+                      "end_to_end_seconds": p["sync"]["end_to_end_seconds"]}
+    return d
+
+
+def check_targets(sizes: list[dict[str, Any]], conc: dict[str, Any] | None) -> list[dict[str, Any]]:
+    rows = []
+
+    def add(name: str, value: Any, target: str, ok: bool | None) -> None:
+        rows.append({"target": name, "value": value, "goal": target,
+                     "met": ok if ok is None else bool(ok)})
+
+    for size in sizes:
+        n, d = size["installations"], size["derived"]
+        add(f"end to end / floor @ {n:,}", round(d["e2e_over_floor"], 2), f"<= {TARGETS['e2e_over_floor_max']}",
+            d["e2e_over_floor"] <= TARGETS["e2e_over_floor_max"])
+        add(f"normalize+load vs stock @ {n:,}", round(d["speedup_vs_stock"], 1),
+            f">= {TARGETS['speedup_vs_stock_min']}x", d["speedup_vs_stock"] >= TARGETS["speedup_vs_stock_min"])
+        if "proxy" in d:
+            add(f"normalize+load vs stock via proxy @ {n:,}", round(d["proxy"]["speedup_vs_stock"], 1),
+                "(reported)", None)
+        add(f"no-change rerun rows rewritten @ {n:,}", size["rerun_no_change"]["state"]["rewritten"], "== 0",
+            size["rerun_no_change"]["state"]["rewritten"] == 0)
+        add(f"stock rerun rows rewritten @ {n:,}", size["stock"]["rerun_rewritten"],
+            f"== sample ({size['stock']['sample']:,})", size["stock"]["rerun_rewritten"] >= size["stock"]["sample"])
+        if n >= 1_000_000:
+            peak = size["sync"]["peak_rss_mb"]
+            add(f"peak memory @ {n:,} (MB)", round(peak, 1), f"< {TARGETS['peak_rss_mb_max_at_1m']:.0f}",
+                peak < TARGETS["peak_rss_mb_max_at_1m"])
+    by_n = {s["installations"]: s for s in sizes}
+    for small in sorted(by_n):
+        big = small * 10
+        if big in by_n:
+            t_small = by_n[small]["sync"]["end_to_end_seconds"]
+            t_big = by_n[big]["sync"]["end_to_end_seconds"]
+            add(f"time {big:,} / {small:,}", round(t_big / t_small, 2), f"<= {TARGETS['time_growth_per_10x_max']}",
+                t_big / t_small <= TARGETS["time_growth_per_10x_max"])
+            m_small, m_big = by_n[small]["sync"]["peak_rss_mb"], by_n[big]["sync"]["peak_rss_mb"]
+            add(f"peak memory {big:,} / {small:,}", round(m_big / m_small, 2),
+                f"< {TARGETS['peak_rss_growth_max']}", m_big / m_small < TARGETS["peak_rss_growth_max"])
+    if conc:
+        add(f"fetch concurrency {conc['concurrent']['concurrency']} vs 1 @ {conc['latency_ms']} ms latency",
+            round(conc["speedup"], 2), f">= {TARGETS['concurrency_speedup_min']}x",
+            conc["speedup"] >= TARGETS["concurrency_speedup_min"])
+        r = conc["with_429"]["result"]
+        add("fetch completes with injected 429s (retries counted)",
+            f"complete={r['complete']} retries={r['client_stats']['retries']} "
+            f"wait={r['client_stats']['wait_seconds']}s", "complete, retries > 0",
+            r["complete"] and r["client_stats"]["retries"] > 0)
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    meta = result["meta"]
+    lines.append(f"ICR sync benchmark — {meta['started_at']} — {meta['cpus']} CPUs, page size {meta['page_size']}, "
+                 f"concurrency {meta['concurrency']}, PostgreSQL {meta['pg_version']}, "
+                 f"load average before {meta['loadavg_before']}")
+    for size in result["sizes"]:
+        n, d = size["installations"], size["derived"]
+        lines.append("")
+        lines.append(f"== {n:,} installations ==")
+        lines.append(f"{'stage':<34}{'seconds':>10}{'records/s':>12}")
+        for name, st in d["stages"].items():
+            lines.append(f"{name:<34}{_f(st['seconds'], 2):>10}{_f(st['records_per_s'], 0):>12}")
+        e = d["end_to_end"]
+        lines.append(f"{'end to end (migrate..cleanup)':<34}{_f(e['seconds'], 2):>10}{_f(e['records_per_s'], 0):>12}")
+        lines.append(f"  API requests {e['api_requests']:,}; peak RSS {e['peak_rss_mb']:.0f} MB "
+                     f"(fetch-only process {d['floor']['fetch_only_peak_rss_mb']:.0f} MB)")
+        fl = d["floor"]
+        lines.append(f"{'floor: fetch only':<34}{_f(fl['fetch_only_seconds'], 2):>10}"
+                     f"{_f(n / fl['fetch_only_seconds'], 0):>12}")
+        lines.append(f"{'floor: bare COPY FROM final rows':<34}{_f(fl['bare_copy_seconds'], 2):>10}"
+                     f"{_f(n / fl['bare_copy_seconds'], 0):>12}")
+        lines.append(f"{'floor total':<34}{_f(fl['seconds'], 2):>10}   end to end = {d['e2e_over_floor']:.2f} x floor")
+        lines.append(f"normalize+stage+merge (ours) {d['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
+                     f"PostgresHook.insert_rows(replace=True): {d['stock_normalize_load_seconds_extrapolated']:.2f} s "
+                     f"(measured on {d['stock_sample']:,} rows, extrapolated linearly) -> ours "
+                     f"{d['speedup_vs_stock']:.1f}x faster")
+        st = size["stock"]
+        lines.append(f"  stock sample: first run normalize {st['first']['normalize_seconds']:.2f} s + insert_rows "
+                     f"{st['first']['load_seconds']:.2f} s; no-change rerun {st['rerun']['normalize_seconds']:.2f} s + "
+                     f"{st['rerun']['load_seconds']:.2f} s, rewrote {st['rerun_rewritten']:,} of {st['sample']:,} rows "
+                     f"(n_tup_upd; hot {st['pg_stat_after_both_runs']['hot_upd']:,})")
+        lines.append(f"{'run':<30}{'wall s':>9}{'rows rewritten':>16}{'ins/upd/del':>20}{'size growth':>14}")
+        for label, key in (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
+                           ("sync #3 1% upd, 0.5% removed", "rerun_changes")):
+            r = size[key]
+            sd = r["state"]
+            counts = f"{sd['ins']}/{sd['upd']}/{sd['del']}"
+            lines.append(f"{label:<30}{_f(r['end_to_end_seconds'], 2):>9}{_f(sd['rewritten']):>16}"
+                         f"{counts:>20}{_f(sd['size_growth_bytes'] / 1e6, 1) + ' MB':>14}")
+        if "proxy" in d:
+            p = d["proxy"]
+            lines.append(f"via proxy (+{size['proxy']['delay_ms_each_way']} ms each way): ours normalize+load "
+                         f"{p['ours_normalize_load_seconds']:.2f} s (end to end {p['end_to_end_seconds']:.2f} s), "
+                         f"stock {p['stock_normalize_load_seconds_extrapolated']:.2f} s (measured on "
+                         f"{p['stock_sample']:,} rows, extrapolated) -> ours {p['speedup_vs_stock']:.1f}x faster")
+    conc = result.get("concurrency")
+    if conc:
+        lines.append("")
+        lines.append(f"== fetch only, {conc['installations']:,} installations, {conc['latency_ms']} ms API latency ==")
+        for label, key in (("concurrency 1", "serial"), (f"concurrency {conc['concurrent']['concurrency']}",
+                                                          "concurrent")):
+            r = conc[key]
+            lines.append(f"{label:<34}{_f(r['seconds'], 2):>10}{_f(r['records'] / r['seconds'], 0):>12}")
+        lines.append(f"speedup {conc['speedup']:.2f}x")
+        w = conc["with_429"]
+        r = w["result"]
+        lines.append(f"with {w['injected']} injected 429s (Retry-After 1 s): {r['seconds']:.2f} s, complete="
+                     f"{r['complete']}, {r['records']:,} records, client retries {r['client_stats']['retries']} "
+                     f"{r['client_stats']['retries_by_reason']}, waited {r['client_stats']['wait_seconds']} s "
+                     f"(gate waits {r['client_stats']['gate_waits']})")
+    lines.append("")
+    lines.append("== targets ==")
+    for t in result["targets"]:
+        mark = "n/a " if t["met"] is None else ("MET " if t["met"] else "MISS")
+        lines.append(f"[{mark}] {t['target']:<58} {str(t['value']):>12}   goal {t['goal']}")
+    return "\n".join(lines)
+
+
+def _pg_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(_libpq(url)) as conn:
+        return conn.execute("SHOW server_version").fetchone()[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Benchmark the ICR sync against the simulator and PostgreSQL.")
+    p.add_argument("--installations", type=int, default=1_000_000)
+    p.add_argument("--sizes", help="comma-separated sizes, e.g. 100000,1000000 (overrides --installations)")
+    p.add_argument("--quick", action="store_true", help="100,000 installations")
+    p.add_argument("--smoke", action="store_true", help="2,000 installations, every section (CI)")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=1, help="the connection's concurrency extra for the syncs")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--stock-sample", type=int, default=50_000)
+    p.add_argument("--proxy-stock-sample", type=int, default=10_000)
+    p.add_argument("--proxy-delay-ms", type=float, default=1.0)
+    p.add_argument("--proxy-sizes", default="smallest", help="'smallest', 'all', 'none' or comma-separated sizes")
+    p.add_argument("--concurrency-installations", type=int, default=20_000)
+    p.add_argument("--latency-ms", type=float, default=20.0)
+    p.add_argument("--fetch-concurrency", type=int, default=8)
+    p.add_argument("--inject-429", type=int, default=5)
+    p.add_argument("--no-concurrency", action="store_true", help="skip the API latency / concurrency section")
+    p.add_argument("--pg-url", default=PG_ADMIN_URL, help="admin URL; databases icr_bench_* are created/dropped")
+    p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--keep-db", action="store_true")
+    opts = p.parse_args(argv)
+
+    if opts.smoke:
+        sizes = [2_000]
+        opts.stock_sample = min(opts.stock_sample, 2_000)
+        opts.proxy_stock_sample = min(opts.proxy_stock_sample, 500)
+        opts.concurrency_installations = min(opts.concurrency_installations, 2_000)
+        opts.inject_429 = min(opts.inject_429, 2)
+    elif opts.sizes:
+        sizes = sorted(int(x) for x in opts.sizes.split(","))
+    elif opts.quick:
+        sizes = [100_000]
+    else:
+        sizes = [opts.installations]
+    if opts.proxy_sizes == "smallest":
+        proxy_sizes = {sizes[0]}
+    elif opts.proxy_sizes == "all":
+        proxy_sizes = set(sizes)
+    elif opts.proxy_sizes == "none":
+        proxy_sizes = set()
+    else:
+        proxy_sizes = {int(x) for x in opts.proxy_sizes.split(",")}
+
+    started = datetime.now(timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    result: dict[str, Any] = {
+        "meta": {"started_at": started.isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+                 "page_size": opts.page_size, "concurrency": opts.concurrency, "seed": opts.seed,
+                 "pg_version": _pg_version(opts.pg_url), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+                 "argv": sys.argv[1:] if argv is None else argv, "python": sys.version.split()[0]},
+        "sizes": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="icr-bench-"))
+    try:
+        for n in sizes:
+            size = measure_size(n, opts, workdir, n in proxy_sizes)
+            size["derived"] = derive(size)
+            result["sizes"].append(size)
+        result["concurrency"] = None if opts.no_concurrency else measure_concurrency(opts, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["meta"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["meta"]["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["targets"] = check_targets(result["sizes"], result["concurrency"])
+    text = render(result)
+    result["table"] = text
+    out_dir = Path(opts.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for size in result["sizes"]:
+        path = out_dir / f"{stamp}-{size['installations']}.json"
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        paths.append(path)
+    print(text)
+    print("\nresults: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The warehouse load on both dialects: first load, updates, no-change reruns, removals and
+returns, incomplete snapshots, the mass-removal guard, rejects, schema drift, time zones,
+daily snapshots for past dates, and a failure injected mid-load."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from itertools import count
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from icr.errors import MassRemovalError, RejectThresholdError
+from icr.sync import SyncSettings, extract, fail, load, run_sync
+from icr.warehouse import merge as merge_module
+from icr.warehouse.migrations import apply_migrations
+from icr.warehouse.runlog import RunContext, get_run
+from icr.warehouse.staging import Staging
+from tests.icr.warehouse.helpers import StaticHook, make_record, run_rows, scalar, table_fingerprint
+
+_runs = count(1)
+
+
+def ctx(when: datetime | None = None) -> RunContext:
+    return RunContext(run_id=f"test_run_{next(_runs)}", logical_date=when or datetime.now(timezone.utc),
+                      dag_id="test")
+
+
+def sync(warehouse, records, settings: SyncSettings | None = None, when=None, **hook_kw):
+    run = ctx(when)
+    result = run_sync(warehouse, StaticHook(records, **hook_kw), run, settings or SyncSettings())
+    return run, result
+
+
+def active_ids(warehouse) -> set[str]:
+    with warehouse.read() as conn:
+        return {str(r[0]) for r in conn.execute(sa.text(
+            "SELECT installation_id FROM icr_installations WHERE deleted_at IS NULL"))}
+
+
+def test_migrations_apply_once_in_order(warehouse):
+    assert apply_migrations(warehouse) == ["0001", "0002"]
+    assert apply_migrations(warehouse) == []
+    names = set(sa.inspect(warehouse.engine).get_table_names())
+    assert {"icr_installation_state", "icr_installation_permissions", "icr_installation_history",
+            "icr_installation_daily", "icr_sync_runs", "icr_rejected_records"} <= names
+    views = set(sa.inspect(warehouse.engine).get_view_names())
+    assert {"icr_installations", "icr_report_active_installations", "icr_report_daily_counts",
+            "icr_report_by_org_type_country", "icr_report_permissions_summary"} <= views
+
+
+def test_first_load_fills_every_table(warehouse):
+    records = [make_record(i) for i in range(120)]
+    run, result = sync(warehouse, records)
+    assert (result["inserted"], result["updated"], result["unchanged"], result["removed"]) == (120, 0, 0, 0)
+    row = get_run(warehouse, run.run_id)
+    assert row["status"] == "success" and row["records_fetched"] == 120 and row["snapshot_complete"]
+    assert row["api_total"] == 120 and row["daily_rows"] == 120 and row["active_after"] == 120
+    assert active_ids(warehouse) == {r["id"] for r in records}
+    # The contract view has exactly the contract's columns.
+    with warehouse.read() as conn:
+        cols = list(conn.execute(sa.text("SELECT * FROM icr_installations LIMIT 1")).keys())
+    assert cols == ["installation_id", "app_id", "app_name_id", "organization_id", "organization_name",
+                    "organization_type", "organization_country_code", "organization_is_public", "permissions",
+                    "created_at", "updated_at", "first_seen_at", "last_seen_at", "deleted_at", "record_hash",
+                    "raw", "last_sync_run_id"]
+    # One permission row per permission; projects granted by the 60 odd records.
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_permissions") == 120 + 60
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 120
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
+                  d=warehouse.day(run.snapshot_date)) == 120
+    # The raw record is kept as received (same JSON).
+    raw = scalar(warehouse, "SELECT raw FROM icr_installations WHERE organization_name = 'Organization 7'")
+    assert (raw if isinstance(raw, dict) else json.loads(raw)) == records[7]
+
+
+def test_update_writes_only_changed_rows_and_history(warehouse):
+    records = [make_record(i) for i in range(40)]
+    sync(warehouse, records)
+    records[3]["permissions"]["organization_members"] = "REQUEST"
+    records[5]["organization"]["fullName"] = "Renamed Org"
+    run, result = sync(warehouse, records)
+    assert (result["inserted"], result["updated"], result["unchanged"]) == (0, 2, 38)
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE installation_id = :i",
+                  i=_id(warehouse, records[5]["id"])) == 2
+    assert scalar(warehouse, "SELECT organization_name FROM icr_installations WHERE installation_id = :i",
+                  i=_id(warehouse, records[5]["id"])) == "Renamed Org"
+    assert scalar(warehouse, "SELECT access FROM icr_installation_permissions WHERE installation_id = :i "
+                             "AND permission = 'organization_members'", i=_id(warehouse, records[3]["id"])) == "REQUEST"
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40
+
+
+def test_no_change_rerun_changes_only_run_log_and_last_seen(warehouse):
+    records = [make_record(i) for i in range(60)]
+    sync(warehouse, records)
+    before = table_fingerprint(warehouse)
+    seen_before = scalar(warehouse, "SELECT max(last_seen_at) FROM icr_installations")
+    writes_before = _tuple_writes(warehouse) if warehouse.dialect == "postgresql" else None
+    run, result = sync(warehouse, records)
+    assert (result["inserted"], result["updated"], result["unchanged"], result["removed"]) == (0, 0, 60, 0)
+    after = table_fingerprint(warehouse)
+    assert after["icr_installation_state"] == before["icr_installation_state"]
+    assert after["icr_installation_history"] == before["icr_installation_history"]
+    assert scalar(warehouse, "SELECT max(last_seen_at) FROM icr_installations") > seen_before
+    if warehouse.dialect == "postgresql":
+        assert _tuple_writes(warehouse) == writes_before  # not one row rewritten
+
+
+def test_removal_and_return(warehouse):
+    records = [make_record(i) for i in range(30)]
+    sync(warehouse, records)
+    gone = records.pop(4)
+    run, result = sync(warehouse, records)
+    assert result["removed"] == 1 and result["active_after"] == 29
+    assert scalar(warehouse, "SELECT deleted_at FROM icr_installations WHERE installation_id = :i",
+                  i=_id(warehouse, gone["id"])) is not None
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE is_deleted AND installation_id = :i",
+                  i=_id(warehouse, gone["id"])) == 1
+    records.append(gone)
+    run, result = sync(warehouse, records)
+    assert (result["restored"], result["updated"], result["inserted"]) == (1, 1, 0)
+    assert scalar(warehouse, "SELECT deleted_at FROM icr_installations WHERE installation_id = :i",
+                  i=_id(warehouse, gone["id"])) is None
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE installation_id = :i",
+                  i=_id(warehouse, gone["id"])) == 3  # seen, removed, back
+    assert get_run(warehouse, run.run_id)["restored"] == 1
+
+
+def test_incomplete_snapshot_marks_nothing_removed(warehouse):
+    records = [make_record(i) for i in range(30)]
+    sync(warehouse, records)
+    run, result = sync(warehouse, records[:20], complete=False, reason="total changed from 30 to 20")
+    row = get_run(warehouse, run.run_id)
+    assert result["removed"] == 0 and len(active_ids(warehouse)) == 30
+    assert row["snapshot_complete"] in (False, 0)
+    assert "total changed from 30 to 20" in row["incomplete_reason"]
+    assert "no installation marked removed" in row["removals_skipped"]
+
+
+def test_mass_removal_fails_before_writing_unless_accepted(warehouse):
+    records = [make_record(i) for i in range(50)]
+    sync(warehouse, records)
+    before = table_fingerprint(warehouse)
+    with pytest.raises(MassRemovalError, match=r"30 of 50 active installations .*accept_mass_removal=true"):
+        sync(warehouse, records[:20])
+    assert table_fingerprint(warehouse) == before
+    failed = [r for r in run_rows(warehouse).values() if r["status"] == "failed"]
+    assert len(failed) == 1 and "accept_mass_removal" in failed[0]["error"]
+    run, result = sync(warehouse, records[:20], SyncSettings(accept_mass_removal=True))
+    assert result["removed"] == 30 and len(active_ids(warehouse)) == 20
+
+
+def test_rejected_records_are_kept_with_reasons_and_not_removed(warehouse):
+    records = [make_record(i) for i in range(100)]
+    sync(warehouse, records)
+    bad = list(records)
+    bad[0] = {**records[0], "createdAt": "yesterday"}  # known installation, bad this time
+    bad.append({"id": "not-a-uuid", "createdAt": "2024-01-01T00:00:00Z"})
+    run, result = sync(warehouse, bad)
+    row = get_run(warehouse, run.run_id)
+    assert row["rejected"] == 2 and row["records_fetched"] == 101
+    assert row["records_fetched"] == row["inserted"] + row["updated"] + row["unchanged"] + row["rejected"]
+    with warehouse.read() as conn:
+        reasons = dict(conn.execute(sa.text(
+            "SELECT installation_id, reason FROM icr_rejected_records WHERE sync_run_id = :r"), {"r": run.run_id}).all())
+    assert "createdAt" in reasons[records[0]["id"]] and "yesterday" in reasons[records[0]["id"]]
+    assert "not a UUID" in reasons["not-a-uuid"]
+    # A record that was received but rejected is not a removal.
+    assert records[0]["id"] in active_ids(warehouse) and result["removed"] == 0
+
+
+def test_reject_threshold_fails_the_run(warehouse):
+    records = [make_record(i) for i in range(20)] + [{"id": None}] * 3
+    with pytest.raises(RejectThresholdError, match=r"3 of 23 records"):
+        sync(warehouse, records, SyncSettings(max_reject_share=0.1))
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_state") == 0
+
+
+def test_schema_drift_is_kept_in_raw(warehouse):
+    records = [make_record(i) for i in range(10)]
+    sync(warehouse, records)
+    drifted = [{**r, "suspended": False, "organization": {**r["organization"], "tier": "gold"}} for r in records]
+    run, result = sync(warehouse, drifted)
+    assert result["updated"] == 10  # the record as received changed: raw is kept current
+    raw = scalar(warehouse, "SELECT raw FROM icr_installations WHERE installation_id = :i",
+                 i=_id(warehouse, records[0]["id"]))
+    raw = raw if isinstance(raw, dict) else json.loads(raw)
+    assert raw["suspended"] is False and raw["organization"]["tier"] == "gold"
+
+
+def test_timestamps_are_utc(warehouse):
+    rec = make_record(1, createdAt="2024-03-26T10:47:15.356+02:00", updatedAt="2024-03-26T08:47:15Z")
+    sync(warehouse, [rec])
+    frame = pd.read_sql(sa.text("SELECT created_at, updated_at, first_seen_at FROM icr_installations"),
+                        warehouse.engine)
+    created = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")[0]
+    assert created == pd.Timestamp("2024-03-26T08:47:15.356Z")
+    assert pd.to_datetime(frame["updated_at"], utc=True, format="ISO8601")[0] == pd.Timestamp("2024-03-26T08:47:15Z")
+    if warehouse.dialect == "postgresql":
+        with warehouse.read() as conn:
+            value = conn.execute(sa.text("SELECT created_at FROM icr_installations")).scalar_one()
+        assert value.utcoffset() == timedelta(0)
+    else:
+        raw = scalar(warehouse, "SELECT created_at FROM icr_installations")
+        assert raw == "2024-03-26T08:47:15.356000+00:00"
+
+
+def test_daily_snapshots_for_past_dates_reuse_one_snapshot(warehouse):
+    today = datetime.now(timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    # Installations created one per day over the last 10 days.
+    records = [make_record(i, created=today - timedelta(days=10 - i, hours=1)) for i in range(10)]
+    hook = StaticHook(records)
+    for days_back in (3, 2, 1):  # a 3-day backfill: only the first run reads the API
+        run_sync(warehouse, hook, ctx(today - timedelta(days=days_back)))
+    assert hook.pagers == 1
+    with warehouse.read() as conn:
+        daily = dict(conn.execute(sa.text(
+            "SELECT snapshot_date, count(*) FROM icr_installation_daily GROUP BY snapshot_date")).all())
+    by_day = {str(k)[:10]: v for k, v in daily.items()}
+    # Created on or before the day (created at 01:00 of day 10-i)
+    for days_back in (3, 2, 1):
+        day = (today - timedelta(days=days_back)).date()
+        expected = sum(1 for r in records if pd.Timestamp(r["createdAt"]).date() <= day)
+        assert by_day[day.isoformat()] == expected
+    sources = sorted(r["snapshot_source"] for r in run_rows(warehouse).values())
+    assert sources == ["api", "reused", "reused"]
+    # Rerunning a day gives the same result (same installations; only the writing run differs).
+    def daily_rows() -> list[tuple]:
+        with warehouse.read() as conn:
+            return [tuple(map(str, r)) for r in conn.execute(sa.text(
+                "SELECT snapshot_date, installation_id, organization_id, organization_type, "
+                "organization_country_code FROM icr_installation_daily ORDER BY 1, 2"))]
+
+    before = daily_rows()
+    run_sync(warehouse, hook, ctx(today - timedelta(days=2)))
+    assert daily_rows() == before
+    assert hook.pagers == 1
+
+
+def test_daily_snapshot_of_a_past_date_excludes_later_removals_only_after_they_happen(warehouse):
+    now = datetime.now(timezone.utc)
+    records = [make_record(i, created=now - timedelta(days=30)) for i in range(10)]
+    sync(warehouse, records)
+    sync(warehouse, records[:8])  # two removed now
+    run_sync(warehouse, StaticHook(records[:8]), ctx(now - timedelta(days=2)))
+    counts = {str(k)[:10]: v for k, v in _daily_counts(warehouse).items()}
+    assert counts[(now - timedelta(days=2)).date().isoformat()] == 10  # not known removed back then
+    assert counts[now.date().isoformat()] == 8
+
+
+def test_failure_mid_load_leaves_warehouse_untouched(warehouse, monkeypatch):
+    records = [make_record(i) for i in range(40)]
+    sync(warehouse, records)
+    before = table_fingerprint(warehouse)
+    changed = [dict(r) for r in records[:35]]
+    changed[0] = {**changed[0], "appNameId": "renamed"}
+    real = merge_module._execute
+
+    def explode(conn, sql, params):
+        if "deleted_at = :now" in sql:  # mark_removed: after upsert, history and permissions ran
+            raise RuntimeError("injected failure in the middle of the merge")
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(merge_module, "_execute", explode)
+    run = ctx()
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_sync(warehouse, StaticHook(changed), run)
+    assert table_fingerprint(warehouse) == before
+    row = get_run(warehouse, run.run_id)
+    assert row["status"] == "failed" and "injected failure" in row["error"]
+    assert not Staging(warehouse, run.run_id).exists()
+    monkeypatch.setattr(merge_module, "_execute", real)
+    run, result = sync(warehouse, changed)
+    assert (result["updated"], result["removed"]) == (1, 5)
+
+
+def test_load_after_lost_staging_fails_clearly(warehouse):
+    apply_migrations(warehouse)
+    run = ctx()
+    extract(warehouse, StaticHook([make_record(i) for i in range(5)]), run, SyncSettings())
+    Staging(warehouse, run.run_id).truncate()
+    with pytest.raises(Exception, match="staging for run .* holds 0 rows"):
+        load(warehouse, run, SyncSettings())
+    fail(warehouse, run, "x")
+    assert get_run(warehouse, run.run_id)["status"] == "failed"
+
+
+def _daily_counts(warehouse) -> dict:
+    with warehouse.read() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT snapshot_date, count(*) FROM icr_installation_daily GROUP BY snapshot_date")).all())
+
+
+def _id(warehouse, value: str):
+    return value
+
+
+def _tuple_writes(warehouse) -> tuple[int, int, int]:
+    with warehouse.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+        conn.commit()
+    with warehouse.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(sa.text(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = 'icr_installation_state'")).one()
+    return tuple(row)

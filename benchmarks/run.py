@@ -512,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fetch-concurrency", type=int, default=8)
     p.add_argument("--inject-429", type=int, default=5)
     p.add_argument("--no-concurrency", action="store_true", help="skip the API latency / concurrency section")
+    p.add_argument("--only-concurrency", action="store_true", help="run only the API latency / concurrency section")
     p.add_argument("--pg-url", default=PG_ADMIN_URL, help="admin URL; databases icr_bench_* are created/dropped")
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--keep-db", action="store_true")
@@ -529,8 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [100_000]
     else:
         sizes = [opts.installations]
+    if opts.only_concurrency:
+        sizes = []
     if opts.proxy_sizes == "smallest":
-        proxy_sizes = {sizes[0]}
+        proxy_sizes = set(sizes[:1])
     elif opts.proxy_sizes == "all":
         proxy_sizes = set(sizes)
     elif opts.proxy_sizes == "none":
@@ -553,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
             size = measure_size(n, opts, workdir, n in proxy_sizes)
             size["derived"] = derive(size)
             result["sizes"].append(size)
+            if len(sizes) > 1:  # keep what is done if a later, larger size fails or is stopped
+                partial = {**result, "partial": True, "targets": check_targets(result["sizes"], None)}
+                Path(opts.results_dir).mkdir(parents=True, exist_ok=True)
+                (Path(opts.results_dir) / f"{stamp}-{n}.partial.json").write_text(
+                    json.dumps(partial, indent=2, default=str) + "\n")
+                log("\n" + render(partial))
         result["concurrency"] = None if opts.no_concurrency else measure_concurrency(opts, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -564,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+    if not result["sizes"]:
+        path = out_dir / f"{stamp}-concurrency.json"
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        paths.append(path)
     for size in result["sizes"]:
+        (out_dir / f"{stamp}-{size['installations']}.partial.json").unlink(missing_ok=True)
         path = out_dir / f"{stamp}-{size['installations']}.json"
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
         paths.append(path)

@@ -74,6 +74,7 @@ def say(request: pytest.FixtureRequest):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
+    setattr(item, f"rep_{report.when}", report)  # lets fixtures see how the test went
     deployment = _STATE.get("deployment")
     if report.failed and deployment is not None and item.get_closest_marker("e2e"):
         report.sections.append(("e2e process logs (tail)", deployment.procs.tails(lines=30)))

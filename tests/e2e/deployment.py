@@ -398,13 +398,16 @@ class Deployment:
 
     def wait_for_backfill(self, first_day: str, last_day: str, expected_runs: int, timeout_s: float = 480,
                           dag_id: str = DAG_ID) -> list[dict[str, Any]]:
-        """Wait until expected_runs backfill runs in the range are finished; return them."""
+        """Wait until expected_runs backfill runs in the range are finished and the backfill completed."""
 
         def finished() -> list[dict[str, Any]] | None:
             runs = self.backfill_runs(first_day, last_day, dag_id)
-            if len(runs) >= expected_runs and all(r["state"] in ("success", "failed") for r in runs):
-                return runs
-            return None
+            if len(runs) < expected_runs or any(r["state"] not in ("success", "failed") for r in runs):
+                return None
+            # The scheduler marks the backfill complete a loop after its last run: until then a new
+            # backfill of the same DAG is refused (409).
+            backfills = self.api_json("GET", "backfills", params={"dag_id": dag_id})["backfills"]
+            return runs if all(b["completed_at"] for b in backfills) else None
 
         return wait_for(f"{expected_runs} backfill runs of {dag_id} on {first_day}..{last_day}", finished,
                         timeout_s, self.procs, interval_s=3)

@@ -57,6 +57,7 @@ class Steps:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Headless Debian Chromium; skips (or fails with ICR_REQUIRE_E2E=1) when it is missing."""
     problem = None
     if not CHROMIUM.exists():
         problem = f"{CHROMIUM} is missing (apt-get install -y chromium)"
@@ -68,6 +69,9 @@ def browser() -> Iterator[object]:
         if os.environ.get("ICR_REQUIRE_E2E", "") not in ("", "0", "false", "False"):
             pytest.fail(problem + " (ICR_REQUIRE_E2E=1)", pytrace=False)
         pytest.skip(problem)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -84,20 +88,13 @@ def page(browser, airflow_deployment: Deployment, request):
     steps = Steps(page, airflow_deployment.artifacts / "screenshots")
     page.steps = steps
     yield page
-    if getattr(request.node, "rep_call_failed", False) or request.session.testsfailed:
+    report = getattr(request.node, "rep_call", None)  # set by conftest's makereport hook
+    if report is not None and report.failed:
         try:
             steps.shot(f"FAILED-{steps.current}", full_page=True)
         except Exception:  # noqa: BLE001 - the page may be gone
             pass
     context.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.when == "call" and report.failed:
-        item.rep_call_failed = True
-    return report
 
 
 def _login(page, dep: Deployment) -> None:

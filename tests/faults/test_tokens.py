@@ -62,19 +62,19 @@ def test_token_reminted_before_expiry_mid_paging(make_simulator, hook_for, fault
 
 
 def test_token_expires_in_flight_reminted_after_401(make_simulator, hook_for, faults_pg, ledger):
-    """The server clock runs 100 s ahead of ours *and* both jump 4 minutes per page: the cached JWT
+    """The server clock runs 150 s ahead of ours *and* both jump 200 s per page: the cached JWT
     still looks fresh to us when the API already calls it expired. One 401, one re-mint, go on."""
     from tests.faults.conftest import run_rows
 
-    sim = make_simulator(installations=1000, seed=33, faults={"clock_offset_s": 100})
+    sim = make_simulator(installations=1000, seed=33, faults={"clock_offset_s": 150})
     hook = hook_for(sim)
     auth = hook.get_conn().auth
     shift = [0.0]
     auth._clock = lambda: time.time() + shift[0]
 
     def jump(s, page):
-        shift[0] += 240
-        s.faults.clock_offset_s = shift[0] + 100
+        shift[0] += 200
+        s.faults.clock_offset_s = shift[0] + 150
 
     sim.faults.mutate_while_paging = jump
     _sync(faults_pg, hook)

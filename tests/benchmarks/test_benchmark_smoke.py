@@ -1,0 +1,58 @@
+"""The benchmark's smoke mode (2,000 installations, every section) runs and reports sane numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _positive(value, where: str) -> None:
+    assert isinstance(value, (int, float)) and value > 0, f"{where} = {value!r}, expected a positive number"
+
+
+def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
+    from benchmarks import run
+
+    code = run.main(["--smoke", "--pg-url", pg_admin_url, "--results-dir", str(tmp_path)])
+    assert code == 0
+    files = sorted(tmp_path.glob("*-2000.json"))
+    assert len(files) == 1, files
+    result = json.loads(files[0].read_text())
+
+    assert result["meta"]["page_size"] == 100
+    (size,) = result["sizes"]
+    assert size["installations"] == 2000
+    d = size["derived"]
+    for stage in ("fetch", "normalize", "stage", "merge"):
+        _positive(d["stages"][stage]["seconds"], f"{stage} seconds")
+        _positive(d["stages"][stage]["records_per_s"], f"{stage} records/s")
+    for key in ("seconds", "records_per_s", "api_requests", "peak_rss_mb"):
+        _positive(d["end_to_end"][key], f"end_to_end.{key}")
+    assert d["end_to_end"]["api_requests"] >= 2000 // 100
+    for key in ("fetch_only_seconds", "bare_copy_seconds", "seconds"):
+        _positive(d["floor"][key], f"floor.{key}")
+    assert size["fetch_only"]["records"] == 2000 and size["fetch_only"]["complete"]
+    assert size["bare_copy"]["rows"] == 2000
+    _positive(d["stock_normalize_load_seconds_extrapolated"], "stock seconds")
+    _positive(d["speedup_vs_stock"], "speedup vs stock")
+    _positive(d["proxy"]["speedup_vs_stock"], "speedup vs stock via proxy")
+
+    # first sync inserts everything; the no-change rerun rewrites nothing; the stock rerun rewrites all
+    assert size["sync"]["state"]["ins"] == 2000
+    assert size["rerun_no_change"]["state"]["rewritten"] == 0
+    assert size["rerun_no_change"]["verify"]["unchanged"] == 2000
+    assert size["stock"]["rerun_rewritten"] == size["stock"]["sample"] == 2000
+    changes = size["rerun_changes"]
+    assert changes["state"]["rewritten"] == changes["changes"]["updated"] + changes["changes"]["removed"]
+    _positive(changes["end_to_end_seconds"], "changes run seconds")
+
+    conc = result["concurrency"]
+    _positive(conc["speedup"], "concurrency speedup")
+    limited = conc["with_429"]["result"]
+    assert limited["complete"] and limited["records"] == 2000
+    assert limited["client_stats"]["retries"] >= 1
+    assert {t["target"] for t in result["targets"]}
+    assert "end to end" in result["table"]

@@ -1,0 +1,237 @@
+"""4. Killed mid-run: a subprocess running icr.sync.run_sync (simulator over HTTP in this process,
+PostgreSQL warehouse) gets SIGKILL while fetching, in the middle of a COPY, after a merge
+statement, right before the merge COMMIT, right after it, and at seeded random moments.
+
+After each kill: the warehouse is exactly as before or exactly fully updated (never in between),
+the killed PostgreSQL session's advisory lock is gone (the next run does not hang), the killed run
+is recoverable as failed (abandon_stale_runs) with no staging tables left, and the next run
+succeeds and equals the truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import (
+    LEAKS, ROOT, compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables,
+)
+
+FAULT_CLASS = "killed"
+pytestmark = pytest.mark.faults
+
+N = 1000
+PAGE = 200
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _admin(pg_admin_url, sql):
+    import psycopg
+
+    with psycopg.connect(_libpq(pg_admin_url), autocommit=True) as conn:
+        return conn.execute(sql).fetchall() if sql.lstrip().upper().startswith("SELECT") else conn.execute(sql)
+
+
+def _light_hook(sim):
+    from tests.faults.kill_child import LightHook
+
+    return LightHook(sim.base_url, sim.app_id, sim.private_key_pem, PAGE)
+
+
+@pytest.fixture(scope="module")
+def kill_env(pg_admin_url):
+    """A simulator; a template database holding a first clean load ("before", A); then the API
+    changes; B = the fingerprint a full run of the changed API produces."""
+    from icr.sync import SyncSettings, run_sync
+    from icr.warehouse.engine import Warehouse
+    from tests.simulator import ICRSimulator, SimulatorConfig
+
+    LEAKS.add_secret  # (the simulator key is registered per test)
+    sim = ICRSimulator(SimulatorConfig(installations=N, seed=51)).start()
+    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    template = f"icr_kill_tpl_{uuid.uuid4().hex[:8]}"
+    _admin(pg_admin_url, f'CREATE DATABASE "{template}"')
+    names = [template]
+    try:
+        wh = Warehouse.from_url(f"{base}/{template}")
+        run_sync(wh, _light_hook(sim), new_run("kill-seed"), SyncSettings(page_size=PAGE))
+        before = fingerprint(wh)
+        wh.dispose()
+        sim.apply_changes({"add": 80, "remove": 60, "update": 100})
+
+        def clone() -> str:
+            name = f"icr_kill_{uuid.uuid4().hex[:8]}"
+            _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            names.append(name)
+            return f"{base}/{name}"
+
+        ref = Warehouse.from_url(clone())
+        run_sync(ref, _light_hook(sim), new_run("kill-ref"), SyncSettings(page_size=PAGE))
+        assert compare_with_truth(ref, sim.truth()).lost == 0
+        after = fingerprint(ref)
+        ref.dispose()
+        assert before != after
+        yield {"sim": sim, "before": before, "after": after, "clone": clone}
+    finally:
+        sim.stop()
+        for name in names:
+            _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _spawn(env_cfg: dict, sim, app_name: str):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "ICR_KILL_CHILD_PEM": sim.private_key_pem, "PYTHONUNBUFFERED": "1"}
+    url = env_cfg["pg_url"] + f"?application_name={app_name}"
+    cfg = {**env_cfg, "pg_url": url, "base_url": sim.base_url, "app_id": sim.app_id, "page_size": PAGE,
+           "chunk_records": 500}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.faults.kill_child", json.dumps(cfg)], cwd=str(ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    out: list[str] = []
+    err: list[str] = []
+
+    def pump(stream, sink, q):
+        for line in stream:
+            sink.append(line)
+            if q is not None:
+                q.put(line.strip())
+        if q is not None:
+            q.put(None)
+
+    threading.Thread(target=pump, args=(proc.stdout, out, lines), daemon=True).start()
+    threading.Thread(target=pump, args=(proc.stderr, err, None), daemon=True).start()
+    return proc, lines, out, err
+
+
+def _wait_for(lines: queue.Queue, prefix: str, timeout: float, proc) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"child did not reach {prefix!r} within {timeout}s")
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            continue
+        if line is None:
+            raise AssertionError(f"child exited (rc={proc.wait()}) before {prefix!r}")
+        if line.startswith(prefix):
+            return line
+
+
+def _backend_gone(pg_admin_url, app_name, timeout=30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = _admin(pg_admin_url, f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app_name}'")
+        if rows[0][0] == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+CASES = [
+    ("fetch", "PAUSED fetch", "before"),
+    ("copy", "PAUSED copy", "before"),
+    ("merge:mark_removed", "PAUSED merge:mark_removed", "before"),
+    ("commit", "PAUSED commit", "before"),
+    ("after_commit", "PAUSED after_commit", "after"),
+    ("random:1", None, "either"),
+]
+
+
+@pytest.mark.parametrize("pause_at,until,expect", CASES, ids=[c[0] for c in CASES])
+def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, ledger, leaks, pause_at, until,
+                                                      expect):
+    from icr.sync import SyncSettings, run_sync
+    from icr.warehouse.engine import Warehouse
+    from icr.warehouse.runlog import abandon_stale_runs
+
+    sim = kill_env["sim"]
+    leaks.secret(sim.private_key_pem, "simulator app private key")
+    url = kill_env["clone"]()
+    app_name = f"icr-kill-{uuid.uuid4().hex[:8]}"
+    run_id = f"killed__{pause_at.replace(':', '_')}"
+    random_case = pause_at.startswith("random")
+    proc, lines, out, err = _spawn({"pg_url": url, "run_id": run_id,
+                                    "pause_at": None if random_case else pause_at}, sim, app_name)
+    try:
+        if random_case:
+            _wait_for(lines, "PHASE start", 120, proc)
+            delay = random.Random(pause_at).uniform(0.2, 4.0)
+            time.sleep(delay)  # the kill moment is the fault being injected, not an assertion
+        else:
+            _wait_for(lines, until, 120, proc)
+    finally:
+        proc.kill()  # SIGKILL, this child only
+        proc.wait(timeout=30)
+    phases = [ln.strip() for ln in out if ln.startswith(("PHASE", "PAUSED", "DONE"))]
+    leaks.feed("subprocess stdout", "".join(out))
+    leaks.feed("subprocess stderr", "".join(err))
+
+    wh = Warehouse.from_url(url)
+    try:
+        assert _backend_gone(pg_admin_url, app_name), "the killed sync's PostgreSQL session is still there"
+        dbname = url.rsplit("/", 1)[1]
+        locks = _admin(pg_admin_url, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                     f"WHERE l.locktype = 'advisory' AND d.datname = '{dbname}'")[0][0]
+        assert locks == 0, "an advisory lock outlived the killed session"
+
+        fp = fingerprint(wh)
+        before = {**kill_env["before"]}
+        after = {**kill_env["after"]}
+        state = "before" if fp == before else "after" if fp == after else "BETWEEN"
+        in_between = state == "BETWEEN"
+        assert not in_between, f"warehouse half-written after kill at {pause_at} (last phase {phases[-1:]}): " \
+                               f"{fp} vs before {before} / after {after}"
+        if expect != "either":
+            assert state == expect, (state, phases[-3:])
+
+        killed = {r["run_id"]: r for r in run_rows(wh)}.get(run_id)
+        if state == "before" and killed is not None:
+            assert killed["status"] == "running"
+            abandoned = abandon_stale_runs(wh, older_than=timedelta(0))
+            assert abandoned == [run_id]
+            killed = {r["run_id"]: r for r in run_rows(wh)}[run_id]
+            assert killed["status"] == "failed" and "abandoned" in killed["error"]
+        if state == "after":
+            assert killed["status"] == "success"
+        assert staging_tables(wh) == [], (
+            f"staging tables of the killed run are left behind after recovery (state {state})")
+
+        # the next run: must not hang on a lock, must succeed, must equal the truth
+        result: dict = {}
+
+        def next_run():
+            try:
+                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill"), SyncSettings(page_size=PAGE))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                result["error"] = exc
+
+        t = threading.Thread(target=next_run, daemon=True)
+        t.start()
+        t.join(timeout=180)
+        assert not t.is_alive(), "the run after the kill hangs"
+        assert "error" not in result, repr(result.get("error"))
+        diff = compare_with_truth(wh, sim.truth())
+        assert diff.lost == 0, str(diff)
+        assert fingerprint(wh)["state_md5"] == after["state_md5"]
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
+        dump_warehouse(wh, leaks)
+    except AssertionError:
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=0)
+        raise
+    finally:
+        wh.dispose()

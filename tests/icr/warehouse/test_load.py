@@ -306,3 +306,28 @@ def _tuple_writes(warehouse) -> tuple[int, int, int]:
         row = conn.execute(sa.text(
             "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = 'icr_installation_state'")).one()
     return tuple(row)
+
+
+def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
+    """A backfill and the nightly run starting together: migrations and merges take turns."""
+    import threading
+
+    records = [make_record(i) for i in range(200)]
+    errors: list[BaseException] = []
+    results: list[dict] = []
+
+    def one() -> None:
+        try:
+            results.append(run_sync(warehouse, StaticHook(records), ctx()))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert sorted(r["inserted"] for r in results) == [0, 0, 200]
+    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == 2
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200

@@ -435,6 +435,10 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"{'end to end (migrate..cleanup)':<34}{_f(e['seconds'], 2):>10}{_f(e['records_per_s'], 0):>12}")
         lines.append(f"  API requests {e['api_requests']:,}; peak RSS {e['peak_rss_mb']:.0f} MB "
                      f"(fetch-only process {d['floor']['fetch_only_peak_rss_mb']:.0f} MB)")
+        bd = size["sync"].get("breakdown_seconds") or {}
+        if bd:
+            top = ", ".join(f"{k.split(':', 1)[1]} {v:.2f}" for k, v in list(bd.items())[:6])
+            lines.append(f"  slowest load steps (s): {top}")
         fl = d["floor"]
         lines.append(f"{'floor: fetch only':<34}{_f(fl['fetch_only_seconds'], 2):>10}"
                      f"{_f(n / fl['fetch_only_seconds'], 0):>12}")

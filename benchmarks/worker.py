@@ -29,6 +29,12 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import RunContext
 
+    try:
+        from benchmarks import instrument
+
+        timings = instrument.install()
+    except Exception:  # the breakdown is a bonus; never fail the measurement for it
+        timings = {}
     warehouse = Warehouse.from_url(args["warehouse_url"])
     hook = ICRHook(icr_conn_id="icr_default")
     settings = SyncSettings(page_size=args.get("page_size"), concurrency=args.get("concurrency"))
@@ -61,6 +67,7 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
         "verify": verified,
         "api_requests": int(api_requests),
         "client_stats": stats,
+        "breakdown_seconds": {k: round(v, 3) for k, v in sorted(timings.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb": _peak_mb(),
     }
 

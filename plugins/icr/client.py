@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 
 from icr import __version__
 from icr.auth import AppJWT, mask
-from icr.errors import ICRAPIError, ICRConfigError
+from icr.errors import ICRAPIError, ICRConfigError, ICRError
 from icr.provider import DEFAULT_API_VERSION
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,7 @@ class ICRClient:
         conn_id: str | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url, allow_insecure_http=allow_insecure_http, conn_id=conn_id)
+        self.conn_id = conn_id
         if max_retries < 1:
             raise ValueError("max_retries counts attempts and must be >= 1")
         self.auth = auth
@@ -430,7 +431,7 @@ class ICRClient:
             try:
                 return self._with_retries(call)
             except _Unauthorized as second:
-                raise ICRAPIError(401, method, call.display, second.message, attempts=2) from None
+                raise self._error(call, 401, second.message, attempts=2) from None
 
     def _with_retries(self, call: _Call) -> Any:
         retrying = tenacity.Retrying(
@@ -504,7 +505,24 @@ class ICRClient:
             if hint is not None and hint <= 0:
                 hint = 1.0  # the window already reset by our clock: wait a moment, not zero
             raise _Transient("403-ratelimit", status, message, hint)
-        raise ICRAPIError(status, call.method, call.display, message)
+        raise self._error(call, status, message)
+
+    def _error(self, call: _Call, status: int | None, message: str, *, attempts: int = 1) -> ICRError:
+        """The final error of a request, pointing at the connection field most likely at fault."""
+        if status == 400 and "version" in message.lower():
+            return ICRConfigError(
+                "extra.api_version",
+                f"ICR rejected API version {self.api_version!r} with HTTP 400 ({call.method} {call.display}: {message})",
+                self.conn_id,
+            )
+        if status == 401:
+            message += (
+                f". Check the App ID (field login (App ID)), that the key with fingerprint "
+                f"{self.auth.fingerprint} is active for this app, and the worker's clock"
+            )
+        elif status is None:
+            message += f". Could not reach {self.base_url}: check the field host (API base URL) and the network"
+        return ICRAPIError(status, call.method, call.display, message, attempts=attempts)
 
     # tenacity callbacks ------------------------------------------------
 
@@ -559,7 +577,7 @@ class ICRClient:
                     f" (gave up: next wait {state.upcoming_sleep:.1f}s would exceed "
                     f"max_retry_wait {self.max_retry_wait_s:g}s)"
                 )
-            raise ICRAPIError(exc.status, call.method, call.display, message, attempts=state.attempt_number)
+            raise self._error(call, exc.status, message, attempts=state.attempt_number)
 
         return give_up
 

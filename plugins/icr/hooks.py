@@ -184,17 +184,8 @@ class ICRHook(BaseHook):
                 client.close()
         except ICRConfigError as exc:
             return False, f"Invalid ICR connection: {exc}"
-        except ICRAPIError as exc:
-            hint = ""
-            if exc.status == 401:
-                hint = (
-                    " ICR rejected the app JWT: check the App ID (login), that the key with fingerprint "
-                    f"{fingerprint} is active for this app, and the worker's clock."
-                )
-            elif exc.status == 403:
-                hint = " The app is not allowed to list its installations."
-            elif exc.status is None:
-                hint = f" Could not reach {base_url}: check the API base URL and the network."
+        except ICRAPIError as exc:  # the client's message already names the field at fault
+            hint = " The app is not allowed to list its installations." if exc.status == 403 else ""
             return False, f"{exc}.{hint}"
         except ICRError as exc:
             return False, str(exc)

@@ -15,10 +15,11 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
+from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
@@ -108,7 +109,9 @@ class _StreamResult:
     seconds: float = 0.0
     stage_seconds: float = 0.0
     normalize_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    recovered: int = 0
+    complete: bool = False
+    reason: str | None = None
 
 
 def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
@@ -128,12 +131,21 @@ def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSe
     staging = Staging(warehouse, run.run_id)
     staging.create()
     result = _StreamResult()
-    for attempt in range(1, max(1, settings.snapshot_attempts) + 1):
+    attempts = max(1, settings.snapshot_attempts)
+    for attempt in range(1, attempts + 1):
         result = _stream_snapshot(hook, staging, settings)
-        if result.report.complete or attempt == settings.snapshot_attempts:
+        complete, reason = bool(result.report.complete), result.report.reason
+        if complete:
+            result.recovered = _recover_skipped(hook, staging, settings)
+            result.valid += result.recovered
+            if result.recovered:
+                complete = False
+                reason = (f"{result.recovered} installations still listed were skipped by paging "
+                          "(the listing moved while it was read); they were fetched by id")
+        result.complete, result.reason = complete, reason
+        if complete or attempt == attempts:
             break
-        log.warning("Snapshot attempt %d was inconsistent (%s): reading the API again",
-                    attempt, result.report.reason)
+        log.warning("Snapshot attempt %d was inconsistent (%s): reading the API again", attempt, reason)
         staging.truncate()
     staging.finish()
 
@@ -147,8 +159,8 @@ def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSe
         rejected=result.rejected,
         duplicates=result.duplicates,
         api_total=report.total_last if report.total_last is not None else report.total_first,
-        snapshot_complete=bool(report.complete),
-        incomplete_reason=None if report.complete else report.reason,
+        snapshot_complete=result.complete,
+        incomplete_reason=None if result.complete else result.reason,
         api_requests=int(stats.get("requests", 0)),
         retries=int(stats.get("retries", 0)),
         retries_by_reason=dict(stats.get("retries_by_reason", {}) or {}),
@@ -157,14 +169,15 @@ def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSe
     rate = (result.valid + result.rejected) / result.seconds if result.seconds else 0.0
     log.info("Extract done: %d pages, %d records (%d rejected, %d duplicates dropped) in %.1fs (%.0f records/s); "
              "snapshot %s", result.pages, result.valid + result.rejected, result.rejected, result.duplicates,
-             result.seconds, rate, "complete" if report.complete else f"INCOMPLETE: {report.reason}")
+             result.seconds, rate, "complete" if result.complete else f"INCOMPLETE: {result.reason}")
     return {
         "run_id": run.run_id,
         "snapshot_source": "api",
         "pages": result.pages,
         "records_fetched": result.valid + result.rejected,
         "rejected": result.rejected,
-        "snapshot_complete": bool(report.complete),
+        "snapshot_complete": result.complete,
+        "recovered": result.recovered,
         "seconds": round(result.seconds, 3),
         "normalize_seconds": round(result.normalize_seconds, 3),
         "stage_seconds": round(result.stage_seconds, 3),
@@ -242,6 +255,43 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     result.duplicates += int(getattr(pager.report, "duplicates", 0) or 0)
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> int:
+    """Ask ICR by id for every installation the load would mark removed; stage those still there.
+
+    Offset paging over live data can skip a record that is still listed (a removal on an
+    earlier page shifts it back onto a page already read) while an addition elsewhere keeps
+    ``pagination.total`` and the distinct count in agreement. A 404 confirms a removal; an
+    answer means the record was skipped, so it is staged like any other. Returns how many were
+    recovered. Skipped when the load would refuse the removal anyway (the mass-removal guard).
+    """
+    active = staging.active_count()
+    recovered = checked = 0
+    client = hook.get_conn()
+    for ids in staging.removal_candidates():
+        if (not settings.accept_mass_removal and active
+                and (checked + len(ids) - recovered) / active > settings.max_removal_share):
+            log.warning("More than %.0f%% of active installations are missing from the snapshot: "
+                        "not confirming them one by one (the load will stop on the mass-removal guard)",
+                        settings.max_removal_share * 100)
+            break
+        found = []
+        for installation_id in ids:
+            try:
+                found.append(client.get_installation(installation_id))
+            except ICRAPIError as exc:
+                if exc.status != 404:
+                    raise
+        checked += len(ids)
+        if found:
+            chunk = normalize_records(found)
+            staging.write(chunk.frame, chunk.rejects)
+            recovered += len(found)
+    if checked:
+        log.info("Confirmed removals by id: %d of %d missing installations are gone (404); %d were still "
+                 "listed and skipped by paging, now staged", checked - recovered, checked, recovered)
+    return recovered
 
 
 def _client_stats(hook: _Hook) -> dict[str, Any]:

@@ -133,6 +133,7 @@ class ProcessSet:
         popen = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: killpg reaches its children too
+            preexec_fn=_die_with_parent,
         )
         log.close()
         proc = Proc(name, popen, log_path)
@@ -174,6 +175,16 @@ class ProcessSet:
                 p.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies without its finalizers (SIGKILL, OOM)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -162,17 +162,17 @@ def test_ui_login_backfill_and_connection_form(page, airflow_deployment: Deploym
     page.wait_for_load_state("networkidle")
     steps.shot("backfill-runs-succeeded")
 
-    # 5. Admin -> Connections: the stored icr_default, and its Test button.
+    # 5. Admin -> Connections: icr_default, stored by the harness through the REST API. (Its
+    # Test button is not clicked: Airflow 3.3.2's UI posts port 0 for a connection without a
+    # port and the API answers 400 "host or port ... differs", apache/airflow PR #73298; the
+    # REST test checks POST /api/v2/connections/test instead.)
     page.get_by_role("button", name="Admin").click()
     page.get_by_role("menuitem", name="Connections").click()
     row = page.get_by_role("row").filter(has_text="icr_default")
     expect(row).to_be_visible()
     expect(row).to_contain_text("icr")
+    expect(row).to_contain_text(dep.simulator["base_url"])
     steps.shot("connections")
-    row.get_by_role("button", name="Test Connection").click()
-    toast = page.get_by_text(re.compile(rf"as ICR App {re.escape(dep.simulator['app_id'])}"))
-    expect(toast.first).to_be_visible()
-    steps.shot("connection-test")
 
     # 6. Add -> type "ICR App": its own field labels.
     page.get_by_role("button", name="Add Connection").click()
@@ -186,8 +186,8 @@ def test_ui_login_backfill_and_connection_form(page, airflow_deployment: Deploym
     form.get_by_text("Extra Fields", exact=True).click()
     for label in EXTRA_LABELS:
         expect(form.get_by_text(label, exact=True).first).to_be_visible()
-    form.get_by_text("Private key file", exact=True).scroll_into_view_if_needed()
-    steps.shot("connection-form-extra-fields", full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1700})  # the whole list of extra fields
+    steps.shot("connection-form-extra-fields")
 
     say(f"\ne2e browser: backfill {first}..{last} from the UI: "
         + ", ".join(f"{r['dag_run_id']} {r['state']}" for r in runs))

@@ -82,7 +82,9 @@ LEDGER = Ledger()
 
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 ACCESS_TOKEN_RE = re.compile(r"crs_[A-Za-z0-9]{12,}")
-PEM_HEADER_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# a private-key header followed by key material (a bare header in a help text is no secret)
+PEM_HEADER_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\\n|\s)*(?:[A-Za-z-]+: [^\n]*(?:\\n|\s)+)*"
+                           r"[A-Za-z0-9+/=]{40,}")
 
 
 @dataclass

@@ -111,21 +111,20 @@ def test_constraint_violation_rolls_back(make_simulator, hook_for, faults_pg, le
 
     sim, hook, changes = _loaded(make_simulator, hook_for, faults_pg, 63)
     new_id = changes["added"][0]
-    with faults_pg.engine.begin() as conn:  # an open history version for an installation not yet stored
-        conn.execute(sa.text(
-            "INSERT INTO icr_installation_history (installation_id, valid_from, is_deleted, record_hash, "
-            "permissions, sync_run_id) VALUES (CAST(:i AS uuid), now(), false, 'x', '{}', 'planted')"),
-            {"i": new_id})
+    assert len(new_id) == 36 and "'" not in new_id
+    with faults_pg.engine.begin() as conn:  # a constraint a new row of this run violates
+        conn.exec_driver_sql(f"ALTER TABLE icr_installation_state ADD CONSTRAINT faults_planted_check "
+                             f"CHECK (installation_id <> '{new_id}'::uuid)")
     before = fingerprint(faults_pg)
     run = new_run("wh-constraint")
     with pytest.raises(Exception) as info:
         run_sync(faults_pg, hook, run, SyncSettings(page_size=200))
     leaks.feed_exception(info.value)
-    assert "icr_installation_history_current_idx" in str(info.value), str(info.value)[:300]
+    assert "faults_planted_check" in str(info.value), str(info.value)[:300]
     assert fingerprint(faults_pg) == before
     row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
-    assert row["status"] == "failed" and "icr_installation_history_current_idx" in row["error"]
+    assert row["status"] == "failed" and "faults_planted_check" in row["error"]
     assert staging_tables(faults_pg) == []
     with faults_pg.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM icr_installation_history WHERE sync_run_id = 'planted'"))
+        conn.exec_driver_sql("ALTER TABLE icr_installation_state DROP CONSTRAINT faults_planted_check")
     _retry_ok(faults_pg, hook, sim, ledger)

@@ -122,14 +122,16 @@ def test_404_fails_at_once_with_icr_message(sim_client):
 
 
 @needs_simulator
-def test_400_fails_at_once(simulator, make_client):
+def test_unknown_api_version_fails_at_once_naming_the_field(simulator, make_client):
     from icr.auth import load_private_key
+    from icr.errors import ICRConfigError
 
     auth = AppJWT(simulator.app_id, load_private_key(simulator.private_key_pem))
     c = make_client(simulator.base_url, auth, api_version="1999-01-01")
-    with pytest.raises(ICRAPIError) as ei:
+    with pytest.raises(ICRConfigError) as ei:
         c.get_json("/app/installations", params={"limit": 10, "page": 0})
-    assert ei.value.status == 400 and "Unsupported API version" in str(ei.value)
+    assert ei.value.field == "extra.api_version"
+    assert "Unsupported API version" in str(ei.value) and "'1999-01-01'" in str(ei.value)
     assert "?limit=10&page=0" in str(ei.value)
     assert simulator.stats["requests"] == 1
 

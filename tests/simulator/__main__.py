@@ -8,6 +8,8 @@ serves until SIGTERM/SIGINT, then exits 0. ``--port 0`` picks a free port. ``--k
 app's private key (PEM, mode 0600); if the file already exists its key is used instead, so restarts
 keep the key. ``--info-out`` gets ``{"base_url", "app_id", "private_key_path", "fingerprints"}``.
 Drive it while it runs through the admin API (``/_sim/...``, see ``tests.simulator.server``).
+``--warm [--warm-workers K]`` pre-generates every installation's JSON before listening (~1 KB each;
+benchmarks use it so the simulator's pure-Python generation is not what they measure).
 """
 
 from __future__ import annotations

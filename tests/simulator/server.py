@@ -19,6 +19,10 @@ simulator that runs in another process (``python -m tests.simulator``):
   ``"fail_next": {"kind": "503", "n": 2}`` (or a list of such) → ``{"faults": {...}}``
 * ``POST /_sim/reset_stats`` → ``{"ok": true}``
 
+Speed: records are rendered straight to JSON text (``data.InstallationFactory.record_json``) and kept in
+an LRU; ``SimulatorConfig(warm=True)`` (CLI ``--warm``) pre-generates every initial record at start,
+so paging serves bytes from memory (``/_sim/state`` reports ``warm_records`` and ``warm_seconds``).
+
 Errors are NestJS-style ``{"statusCode", "message", "error"}``. The server speaks HTTP/1.1 with
 keep-alive and always sends ``Content-Length``.
 """

@@ -109,6 +109,10 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
         final = {**counts, "status": "success", "finished_at": finished, "error": None}
         check_run(conn, warehouse, run, {**row, **final})
         update_run(warehouse, run.run_id, conn=conn, **final)
+        # Dropped in the same transaction: a process killed after COMMIT leaves no staging behind,
+        # and a rollback keeps the staged snapshot for a retry of the load.
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.table}")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.rejects_table}")
     log.info("Run %s loaded: %s", run.run_id, {k: v for k, v in counts.items()})
     return {**{k: row[k] for k in ("records_fetched", "rejected", "snapshot_complete", "snapshot_source")}, **counts}
 

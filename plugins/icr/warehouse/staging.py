@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,29 @@ class Staging:
             rows = conn.exec_driver_sql(f"SELECT count(*) FROM {self.table}").scalar_one()
             rejects = conn.exec_driver_sql(f"SELECT count(*) FROM {self.rejects_table}").scalar_one()
         return int(rows), int(rejects)
+
+    def removal_candidates(self, batch: int = 1_000) -> Iterator[list[str]]:
+        """Active installations missing from the staged snapshot, in batches of ids (as text)."""
+        sql = sa.text(
+            "SELECT CAST(t.installation_id AS TEXT) AS id FROM icr_installation_state t "
+            f"WHERE t.deleted_at IS NULL AND CAST(t.installation_id AS TEXT) > :after "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.table} s WHERE s.installation_id = t.installation_id) "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.rejects_table} r "
+            "WHERE r.installation_id = CAST(t.installation_id AS TEXT)) "
+            "ORDER BY CAST(t.installation_id AS TEXT) LIMIT :n")
+        after = ""
+        while True:
+            with self.warehouse.read() as conn:
+                ids = [row[0] for row in conn.execute(sql, {"after": after, "n": batch})]
+            if not ids:
+                return
+            yield ids
+            after = ids[-1]
+
+    def active_count(self) -> int:
+        with self.warehouse.read() as conn:
+            return int(conn.exec_driver_sql(
+                "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL").scalar_one())
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:

@@ -80,7 +80,25 @@ class StaticHook:
                            self.reason or ("test: declared incomplete" if not self.complete else None))
 
     def get_conn(self) -> Any:
-        return type("Client", (), {"stats": {"requests": self.pagers, "retries": 0}})()
+        return _StaticClient(self)
+
+
+class _StaticClient:
+    """``get_installation`` answers from the same records (404 for the others), like ICR."""
+
+    def __init__(self, hook: StaticHook) -> None:
+        self.hook = hook
+        self.stats = {"requests": hook.pagers, "retries": 0}
+        self.lookups: list[str] = []
+
+    def get_installation(self, installation_id: str) -> dict[str, Any]:
+        from icr.errors import ICRAPIError
+
+        self.lookups.append(installation_id)
+        for rec in self.hook.records:
+            if isinstance(rec, dict) and rec.get("id") == installation_id:
+                return copy.deepcopy(rec)
+        raise ICRAPIError(404, "GET", f"/app/installations/{installation_id}", "Not Found")
 
 
 def table_fingerprint(warehouse: Any, *, ignore_run_ids: bool = False) -> dict[str, Any]:

@@ -331,3 +331,22 @@ def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
     assert sorted(r["inserted"] for r in results) == [0, 0, 200]
     assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == 2
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200
+
+
+def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse):
+    """Offset paging can skip a still-listed record while the totals add up: ask ICR by id."""
+    records = [make_record(i) for i in range(30)]
+    sync(warehouse, records)
+    hook = StaticHook(records[:29])  # the listing skipped record 29 ...
+    # ... but ICR still answers for it by id:
+    full = StaticHook(records)
+    hook.get_conn = full.get_conn
+    run = ctx()
+    result = run_sync(warehouse, hook, run)
+    assert result["removed"] == 0 and result["recovered"] == 1
+    assert records[29]["id"] in active_ids(warehouse)
+    row = get_run(warehouse, run.run_id)
+    assert row["records_fetched"] == 30 == row["unchanged"]
+    # A real removal is confirmed by a 404 and applied.
+    run, result = sync(warehouse, records[:29])
+    assert result["removed"] == 1 and result["recovered"] == 0

@@ -1,4 +1,4 @@
-"""Apply the versioned SQL migrations in ``sql/migrations/<dialect>/NNNN_name.sql``, in order, once.
+"""Apply the versioned SQL migrations in ``sql/migrations/{common,<dialect>}/NNNN_name.sql``, in order, once.
 
 A tiny runner rather than Alembic: the migrations are plain, readable SQL per dialect, and the
 only things a runner must add are ordering, a record of what ran, and safety when two runs
@@ -50,14 +50,19 @@ def split_statements(sql: str) -> list[str]:
 
 
 def available(dialect: str) -> list[Migration]:
-    folder = resources.files("icr.sql").joinpath("migrations", dialect)
-    found = []
-    for entry in folder.iterdir():
-        m = _NAME.match(entry.name)
-        if m:
-            found.append(Migration(m.group(1), m.group(2), entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda mig: mig.version)
-    return found
+    """The migrations for a dialect: its own folder plus ``common/`` (SQL both dialects share)."""
+    found: dict[str, Migration] = {}
+    for folder_name in ("common", dialect):
+        folder = resources.files("icr.sql").joinpath("migrations", folder_name)
+        for entry in folder.iterdir():
+            m = _NAME.match(entry.name)
+            if not m:
+                continue
+            if m.group(1) in found:
+                raise RuntimeError(f"two warehouse migrations numbered {m.group(1)}: {entry.name} and "
+                                   f"{found[m.group(1)].version}_{found[m.group(1)].name}.sql")
+            found[m.group(1)] = Migration(m.group(1), m.group(2), entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
 
 
 def apply_migrations(warehouse: Warehouse) -> list[str]:

@@ -41,7 +41,7 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    assert apply_migrations(warehouse) == ["0001", "0002"]
+    assert apply_migrations(warehouse) == ["0001", "0002", "0003"]
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
     assert {"icr_installation_state", "icr_installation_permissions", "icr_installation_history",
@@ -329,7 +329,7 @@ def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
         t.join(timeout=120)
     assert errors == []
     assert sorted(r["inserted"] for r in results) == [0, 0, 200]
-    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == 2
+    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == 3
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200
 
 

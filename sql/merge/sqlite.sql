@@ -27,6 +27,14 @@ WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id);
 
+-- name: plan_removals_no_rejects
+-- The same when the run rejected nothing (the usual case): one anti-join instead of two.
+INSERT INTO icr_tmp_removals (installation_id)
+SELECT t.installation_id
+FROM icr_installation_state t
+WHERE t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
+
 -- name: upsert_changed
 INSERT INTO icr_installation_state (
     installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,

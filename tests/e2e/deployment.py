@@ -50,6 +50,7 @@ PG_ADMIN_DSN = os.environ.get("ICR_E2E_PG_DSN", "postgresql://postgres@127.0.0.1
 REDIS_URL = os.environ.get("ICR_E2E_REDIS_URL", "redis://127.0.0.1:6379")
 
 ADMIN_USER = "admin"
+TASK_FAILURE_STATES = ("failed", "up_for_retry", "upstream_failed")
 WORKER_HOSTNAME_ENV = "ICR_E2E_WORKER_HOSTNAME"
 
 
@@ -409,11 +410,19 @@ class Deployment:
 
     def wait_for_backfill(self, first_day: str, last_day: str, expected_runs: int, timeout_s: float = 480,
                           dag_id: str = DAG_ID) -> list[dict[str, Any]]:
-        """Wait until expected_runs backfill runs in the range are finished and the backfill completed."""
+        """Wait until expected_runs backfill runs in the range are finished and the backfill completed.
+
+        Returns early (with unfinished runs) as soon as a task of the range failed a try.
+        """
 
         def finished() -> list[dict[str, Any]] | None:
             runs = self.backfill_runs(first_day, last_day, dag_id)
-            if len(runs) < expected_runs or any(r["state"] not in ("success", "failed") for r in runs):
+            unfinished = [r for r in runs if r["state"] not in ("success", "failed")]
+            # A failed try would wait out the DAG's retry delays (minutes): stop at the first one.
+            for run in unfinished:
+                if any(ti["state"] in TASK_FAILURE_STATES for ti in self.task_instances(run["dag_run_id"], dag_id)):
+                    return runs
+            if len(runs) < expected_runs or unfinished:
                 return None
             # The scheduler marks the backfill complete a loop after its last run: until then a new
             # backfill of the same DAG is refused (409).

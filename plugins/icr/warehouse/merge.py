@@ -102,7 +102,8 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
             counts["active_after"] = steps.scalar(
                 "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
         steps.run("daily_delete")
-        steps.run("daily_insert")
+        # A date still in progress reads the current rows; a past date is rebuilt from history.
+        steps.run("daily_insert_current" if day_cutoff(run) > finished else "daily_insert")
         counts["daily_rows"] = steps.scalar(
             "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
             d=warehouse.day(run.snapshot_date))
@@ -137,7 +138,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     complete = bool(row["snapshot_complete"])
     removals_skipped = None
     if complete:
-        steps.run("plan_removals")
+        steps.run("plan_removals" if staged_rejects else "plan_removals_no_rejects")
     else:
         removals_skipped = f"snapshot incomplete ({row['incomplete_reason']}): no installation marked removed"
         log.warning("Run %s: %s", row["run_id"], removals_skipped)
@@ -165,7 +166,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     steps.run("mark_removed")
     steps.run("rejects_clear")
     steps.run("rejects_insert")
-    active_rejected = steps.scalar(queries(warehouse.dialect)["count_active_rejected"])
+    active_rejected = steps.scalar(queries(warehouse.dialect)["count_active_rejected"]) if staged_rejects else 0
     if warehouse.dialect == "sqlite":
         steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_changes")
         steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_removals")

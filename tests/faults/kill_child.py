@@ -127,7 +127,8 @@ def main() -> int:
                 pause("commit")
 
     hook = LightHook(cfg["base_url"], cfg["app_id"], os.environ["ICR_KILL_CHILD_PEM"], cfg.get("page_size", 200))
-    run = RunContext(cfg["run_id"], datetime.now(timezone.utc), "icr_installations_sync")
+    when = datetime.fromisoformat(cfg["when"]) if cfg.get("when") else datetime.now(timezone.utc)
+    run = RunContext(cfg["run_id"], when, "icr_installations_sync")
     say("PHASE start")
     result = sync.run_sync(warehouse, hook, run, sync.SyncSettings(page_size=cfg.get("page_size", 200),
                                                                   chunk_records=cfg.get("chunk_records", 500)))

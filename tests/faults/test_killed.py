@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,9 @@ def kill_env(pg_admin_url):
     from tests.simulator import ICRSimulator, SimulatorConfig
 
     LEAKS.add_secret  # (the simulator key is registered per test)
+    # One logical date for every run of this module, a day ahead: the same snapshot date (and
+    # the same daily-snapshot path) for the reference and the killed runs, even across midnight.
+    when = datetime.now(timezone.utc) + timedelta(days=1)
     sim = ICRSimulator(SimulatorConfig(installations=N, seed=51)).start()
     base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     template = f"icr_kill_tpl_{uuid.uuid4().hex[:8]}"
@@ -67,7 +70,7 @@ def kill_env(pg_admin_url):
     names = [template]
     try:
         wh = Warehouse.from_url(f"{base}/{template}")
-        run_sync(wh, _light_hook(sim), new_run("kill-seed"), SyncSettings(page_size=PAGE))
+        run_sync(wh, _light_hook(sim), new_run("kill-seed", when), SyncSettings(page_size=PAGE))
         before = fingerprint(wh)
         wh.dispose()
         sim.apply_changes({"add": 80, "remove": 60, "update": 100})
@@ -79,12 +82,12 @@ def kill_env(pg_admin_url):
             return f"{base}/{name}"
 
         ref = Warehouse.from_url(clone())
-        run_sync(ref, _light_hook(sim), new_run("kill-ref"), SyncSettings(page_size=PAGE))
+        run_sync(ref, _light_hook(sim), new_run("kill-ref", when), SyncSettings(page_size=PAGE))
         assert compare_with_truth(ref, sim.truth()).lost == 0
         after = fingerprint(ref)
         ref.dispose()
         assert before != after
-        yield {"sim": sim, "before": before, "after": after, "clone": clone}
+        yield {"sim": sim, "before": before, "after": after, "clone": clone, "when": when.isoformat()}
     finally:
         sim.stop()
         for name in names:
@@ -165,7 +168,7 @@ def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, le
     app_name = f"icr-kill-{uuid.uuid4().hex[:8]}"
     run_id = f"killed__{pause_at.replace(':', '_')}"
     random_case = pause_at.startswith("random")
-    proc, lines, out, err = _spawn({"pg_url": url, "run_id": run_id,
+    proc, lines, out, err = _spawn({"pg_url": url, "run_id": run_id, "when": kill_env["when"],
                                     "pause_at": None if random_case else pause_at}, sim, app_name)
     try:
         if random_case:
@@ -216,7 +219,8 @@ def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, le
 
         def next_run():
             try:
-                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill"), SyncSettings(page_size=PAGE))
+                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill", datetime.fromisoformat(kill_env["when"])),
+                                         SyncSettings(page_size=PAGE))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 result["error"] = exc
 

@@ -21,15 +21,3 @@ FROM (
 ) v
 JOIN icr_installation_state s ON s.installation_id = v.installation_id
 WHERE v.rn = 1 AND NOT v.is_deleted AND s.created_at < :cutoff;
-
--- name: daily_insert_current
--- The same for a date that has not ended yet (the nightly run): every history version starts
--- before :cutoff, so the version in force is the current row of icr_installation_state. Reading
--- it directly avoids a pass over the whole history.
-INSERT INTO icr_installation_daily (
-    snapshot_date, installation_id, organization_id, organization_type,
-    organization_country_code, sync_run_id)
-SELECT :snapshot_date, s.installation_id, s.organization_id, s.organization_type,
-       s.organization_country_code, :run_id
-FROM icr_installation_state s
-WHERE s.deleted_at IS NULL AND s.created_at < :cutoff;

@@ -164,7 +164,7 @@ def test_ui_login_backfill_and_connection_form(page, airflow_deployment: Deploym
 
     # 5. Admin -> Connections: icr_default, stored by the harness through the REST API. (Its
     # Test button is not clicked: Airflow 3.3.2's UI posts port 0 for a connection without a
-    # port and the API answers 400 "host or port ... differs", apache/airflow PR #73298; the
+    # port and the API answers 400 "host or port ... differs" (seen with 3.3.2); the
     # REST test checks POST /api/v2/connections/test instead.)
     page.get_by_role("button", name="Admin").click()
     page.get_by_role("menuitem", name="Connections").click()

@@ -58,7 +58,7 @@ class _Steps:
         self.conn = conn
         self.params = params
         self.merge = queries(warehouse.dialect)
-        self.daily = queries(f"daily_{warehouse.dialect}")
+        self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect}")}
         self.tables = {"stage": staging.table, "rejects": staging.rejects_table}
 
     def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:

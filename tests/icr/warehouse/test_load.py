@@ -350,3 +350,30 @@ def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse
     # A real removal is confirmed by a 404 and applied.
     run, result = sync(warehouse, records[:29])
     assert result["removed"] == 1 and result["recovered"] == 0
+
+
+def test_current_day_daily_snapshot_equals_the_history_derivation(warehouse):
+    """The nightly run reads today's daily rows from state; history must give the same rows."""
+    from icr.warehouse.merge import _Steps, day_cutoff
+
+    records = [make_record(i) for i in range(40)]
+    sync(warehouse, records)
+    records[2]["organization"]["countryCode"] = "NO"
+    gone = records.pop(7)
+    sync(warehouse, records)  # an update and a removal
+    records.append(gone)
+    records.pop(9)
+    run, _ = sync(warehouse, records)  # a return and another removal
+    params = {"run_id": run.run_id, "snapshot_date": warehouse.day(run.snapshot_date),
+              "cutoff": warehouse.ts(day_cutoff(run))}
+    outputs = []
+    for statement in ("daily_insert", "daily_insert_current"):
+        with warehouse.write() as conn:
+            steps = _Steps(warehouse, conn, Staging(warehouse, run.run_id), params)
+            steps.run("daily_delete")
+            steps.run(statement)
+            outputs.append(sorted(tuple(map(str, r)) for r in conn.execute(sa.text(
+                "SELECT installation_id, organization_id, organization_type, organization_country_code "
+                "FROM icr_installation_daily WHERE snapshot_date = :d"), {"d": params["snapshot_date"]})))
+    assert len(outputs[0]) == 39
+    assert outputs[0] == outputs[1]

@@ -192,20 +192,24 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
     stop = threading.Event()
 
+    def offer(item: Any) -> bool:
+        """Hand an item to the loader; False once the loader has stopped listening."""
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def fetch() -> None:
         try:
             for page in pager:
-                while not stop.is_set():
-                    try:
-                        pages.put(page, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(page):
                     return
-            pages.put(_DONE)
+            offer(_DONE)
         except BaseException as exc:  # handed to the loader thread, which re-raises it
-            pages.put(exc)
+            offer(exc)
 
     result = _StreamResult(started_at=now_utc())
     t0 = time.monotonic()

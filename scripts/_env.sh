@@ -16,11 +16,16 @@ PY
     if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.icr-installed" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
-    echo "==> Installing into $VENV (pinned by constraints.txt)"
+    echo "==> Installing into $VENV (pinned by constraints.txt; log: .venv/install.log)"
     [ -x "$VENV/bin/python" ] || "$PYTHON_BIN" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24"
     local target="$ROOT"
     [ -n "$extras" ] && target="$ROOT[$extras]"
-    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$target"
+    if ! { "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" &&
+           "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$target"; } \
+           > "$VENV/install.log" 2>&1; then
+        tail -40 "$VENV/install.log" >&2
+        echo "Installing failed; the whole log is $VENV/install.log" >&2
+        exit 1
+    fi
     echo "$want" > "$VENV/.icr-installed"
 }

@@ -170,8 +170,6 @@ class ICRHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Really call ICR (``GET /app/installations?limit=1&page=0``) and say what happened."""
-        fingerprint = ""
-        base_url = DEFAULT_BASE_URL
         try:
             client = self._build_client(
                 max_retries=TEST_MAX_RETRIES, max_retry_wait_s=TEST_MAX_RETRY_WAIT_S, timeout=TEST_TIMEOUT_S

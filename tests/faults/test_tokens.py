@@ -13,6 +13,20 @@ FAULT_CLASS = "tokens"
 pytestmark = pytest.mark.faults
 
 
+def _jump_clocks_per_page(sim, auth, step: float, server_lead: float = 0.0) -> list[float]:
+    """After every page both clocks jump ``step`` seconds (the server's stays ``server_lead``
+    ahead): a run that outlives its JWTs. Returns the shared shift, for the assertions."""
+    shift = [0.0]
+    auth._clock = lambda: time.time() + shift[0]  # the AppJWT's clock is an injection point
+
+    def jump(s, page):
+        shift[0] += step
+        s.faults.clock_offset_s = shift[0] + server_lead
+
+    sim.faults.mutate_while_paging = jump
+    return shift
+
+
 def _sync(warehouse, hook):
     from icr.sync import SyncSettings, run_sync
 
@@ -43,14 +57,7 @@ def test_token_reminted_before_expiry_mid_paging(make_simulator, hook_for, fault
     sim = make_simulator(installations=1000, seed=32)
     hook = hook_for(sim)
     auth = hook.get_conn().auth
-    shift = [0.0]
-    auth._clock = lambda: time.time() + shift[0]
-
-    def jump(s, page):
-        shift[0] += 240
-        s.faults.clock_offset_s = shift[0]
-
-    sim.faults.mutate_while_paging = jump
+    shift = _jump_clocks_per_page(sim, auth, 240)
     _sync(faults_pg, hook)
     diff = compare_with_truth(faults_pg, sim.truth())
     jumps = int(shift[0] // 240)
@@ -69,14 +76,7 @@ def test_token_expires_in_flight_reminted_after_401(make_simulator, hook_for, fa
     sim = make_simulator(installations=1000, seed=33, faults={"clock_offset_s": 150})
     hook = hook_for(sim)
     auth = hook.get_conn().auth
-    shift = [0.0]
-    auth._clock = lambda: time.time() + shift[0]
-
-    def jump(s, page):
-        shift[0] += 200
-        s.faults.clock_offset_s = shift[0] + 150
-
-    sim.faults.mutate_while_paging = jump
+    shift = _jump_clocks_per_page(sim, auth, 200, server_lead=150)
     _sync(faults_pg, hook)
     diff = compare_with_truth(faults_pg, sim.truth())
     expired = sim.stats["rejections"].get("JWT expired", 0)

@@ -104,12 +104,6 @@ class Staging:
     def exists(self) -> bool:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
 
-    def counts(self) -> tuple[int, int]:
-        with self.warehouse.read() as conn:
-            rows = conn.exec_driver_sql(f"SELECT count(*) FROM {self.table}").scalar_one()
-            rejects = conn.exec_driver_sql(f"SELECT count(*) FROM {self.rejects_table}").scalar_one()
-        return int(rows), int(rejects)
-
     def removal_candidates(self, batch: int = 1_000) -> Iterator[list[str]]:
         """Active installations missing from the staged snapshot, in batches of ids (as text)."""
         sql = sa.text(

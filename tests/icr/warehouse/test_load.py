@@ -84,11 +84,11 @@ def test_update_writes_only_changed_rows_and_history(warehouse):
     run, result = sync(warehouse, records)
     assert (result["inserted"], result["updated"], result["unchanged"]) == (0, 2, 38)
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE installation_id = :i",
-                  i=_id(warehouse, records[5]["id"])) == 2
+                  i=records[5]["id"]) == 2
     assert scalar(warehouse, "SELECT organization_name FROM icr_installations WHERE installation_id = :i",
-                  i=_id(warehouse, records[5]["id"])) == "Renamed Org"
+                  i=records[5]["id"]) == "Renamed Org"
     assert scalar(warehouse, "SELECT access FROM icr_installation_permissions WHERE installation_id = :i "
-                             "AND permission = 'organization_members'", i=_id(warehouse, records[3]["id"])) == "REQUEST"
+                             "AND permission = 'organization_members'", i=records[3]["id"]) == "REQUEST"
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40
 
 
@@ -115,16 +115,16 @@ def test_removal_and_return(warehouse):
     run, result = sync(warehouse, records)
     assert result["removed"] == 1 and result["active_after"] == 29
     assert scalar(warehouse, "SELECT deleted_at FROM icr_installations WHERE installation_id = :i",
-                  i=_id(warehouse, gone["id"])) is not None
+                  i=gone["id"]) is not None
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE is_deleted AND installation_id = :i",
-                  i=_id(warehouse, gone["id"])) == 1
+                  i=gone["id"]) == 1
     records.append(gone)
     run, result = sync(warehouse, records)
     assert (result["restored"], result["updated"], result["inserted"]) == (1, 1, 0)
     assert scalar(warehouse, "SELECT deleted_at FROM icr_installations WHERE installation_id = :i",
-                  i=_id(warehouse, gone["id"])) is None
+                  i=gone["id"]) is None
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE installation_id = :i",
-                  i=_id(warehouse, gone["id"])) == 3  # seen, removed, back
+                  i=gone["id"]) == 3  # seen, removed, back
     assert get_run(warehouse, run.run_id)["restored"] == 1
 
 
@@ -185,7 +185,7 @@ def test_schema_drift_is_kept_in_raw(warehouse):
     run, result = sync(warehouse, drifted)
     assert result["updated"] == 10  # the record as received changed: raw is kept current
     raw = scalar(warehouse, "SELECT raw FROM icr_installations WHERE installation_id = :i",
-                 i=_id(warehouse, records[0]["id"]))
+                 i=records[0]["id"])
     raw = raw if isinstance(raw, dict) else json.loads(raw)
     assert raw["suspended"] is False and raw["organization"]["tier"] == "gold"
 
@@ -291,10 +291,6 @@ def _daily_counts(warehouse) -> dict:
     with warehouse.read() as conn:
         return dict(conn.execute(sa.text(
             "SELECT snapshot_date, count(*) FROM icr_installation_daily GROUP BY snapshot_date")).all())
-
-
-def _id(warehouse, value: str):
-    return value
 
 
 def _tuple_writes(warehouse) -> tuple[int, int, int]:

@@ -178,6 +178,25 @@ class Database:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+def server_io(db: Database) -> dict[str, Any]:
+    """WAL position and checkpoint count of the server (to explain time that grows faster than rows)."""
+    with db.connect() as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        try:  # PostgreSQL 17+
+            ckpt = conn.execute("SELECT num_timed + num_requested FROM pg_stat_checkpointer").fetchone()[0]
+        except Exception:
+            conn.rollback() if not conn.autocommit else None
+            ckpt = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()[0]
+    return {"lsn": lsn, "checkpoints": int(ckpt)}
+
+
+def io_delta(db: Database, before: dict[str, Any]) -> dict[str, Any]:
+    after = server_io(db)
+    with db.connect() as conn:
+        wal = conn.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (after["lsn"], before["lsn"])).fetchone()[0]
+    return {"wal_mb": round(float(wal) / 1e6, 1), "checkpoints": after["checkpoints"] - before["checkpoints"]}
+
+
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     d = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("ins", "upd", "del", "hot_upd")}
     d["rewritten"] = d["ins"] + d["upd"] + d["del"]
@@ -230,12 +249,16 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
 
         log("sync #1 (empty warehouse)")
         before: dict[str, int] = {}  # the table does not exist yet
+        io = server_io(db)
         first = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        first["server_io"] = io_delta(db, io)
         first["state"] = _delta(before, db.table_stats(STATE))
         out["sync"] = first
 
         log("bare COPY floor")
+        io = server_io(db)
         out["bare_copy"] = bare_copy(db)
+        out["bare_copy"]["server_io"] = io_delta(db, io)
 
         sample = min(n, opts.stock_sample)
         log(f"stock baseline on {sample:,} records (json_normalize + PostgresHook.insert_rows)")
@@ -449,6 +472,10 @@ def render(result: dict[str, Any]) -> str:
                      f"{_f(n / fl['fetch_only_seconds'], 0):>12}")
         lines.append(f"{'floor: bare COPY FROM final rows':<34}{_f(fl['bare_copy_seconds'], 2):>10}"
                      f"{_f(n / fl['bare_copy_seconds'], 0):>12}")
+        sio, bio = size["sync"].get("server_io"), size["bare_copy"].get("server_io")
+        if sio and bio:
+            lines.append(f"  PostgreSQL wrote {sio['wal_mb']:,.0f} MB of WAL in sync #1 ({sio['checkpoints']} checkpoints "
+                         f"during it), {bio['wal_mb']:,.0f} MB in the bare COPY ({bio['checkpoints']} checkpoints)")
         lines.append(f"{'floor total':<34}{_f(fl['seconds'], 2):>10}   end to end = {d['e2e_over_floor']:.2f} x floor")
         lines.append(f"normalize+stage+merge (ours) {d['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
                      f"PostgresHook.insert_rows(replace=True): {d['stock_normalize_load_seconds_extrapolated']:.2f} s "
@@ -501,7 +528,11 @@ def _pg_version(url: str) -> str:
     import psycopg
 
     with psycopg.connect(_libpq(url)) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0]
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = dict(conn.execute(
+            "SELECT name, current_setting(name) FROM pg_settings "
+            "WHERE name IN ('shared_buffers', 'max_wal_size')").fetchall())
+    return f"{version} (shared_buffers {settings.get('shared_buffers')}, max_wal_size {settings.get('max_wal_size')})"
 
 
 def main(argv: list[str] | None = None) -> int:

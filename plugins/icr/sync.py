@@ -214,47 +214,53 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     result = _StreamResult(started_at=now_utc())
     t0 = time.monotonic()
     fetcher = threading.Thread(target=fetch, name="icr-fetch", daemon=True)
-    fetcher.start()
     buffer: list[Any] = []
     last_log = t0
     page_count = None
 
-    def flush() -> None:
+    def flush(writer: Any) -> None:
         if not buffer:
             return
         n0 = time.monotonic()
         chunk = normalize_records(buffer)
         n1 = time.monotonic()
-        staging.write(chunk.frame, chunk.rejects)
+        writer.write(chunk.frame, chunk.rejects)
         result.normalize_seconds += n1 - n0
         result.stage_seconds += time.monotonic() - n1
         result.valid += len(chunk.frame)
         result.rejected += len(chunk.rejects)
-        result.duplicates += getattr(chunk, "duplicates", 0)
+        result.duplicates += chunk.duplicates
         buffer.clear()
 
     try:
-        while True:
-            item = pages.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            result.pages += 1
-            page_count = item.page_count or page_count
-            buffer.extend(item.records)
-            if len(buffer) >= settings.chunk_records:
-                flush()
-            now = time.monotonic()
-            if now - last_log >= settings.progress_every_s:
-                last_log = now
-                done = result.valid + result.rejected + len(buffer)
-                log.info("Fetched page %d of %s: %d records so far, %.0f records/s", result.pages,
-                         page_count if page_count is not None else "?", done, done / (now - t0))
-        flush()
+        # One writer for the whole pass: on PostgreSQL one COPY that the server consumes on its
+        # own core while this thread normalizes the next chunk; committed only at the end.
+        with staging.writer() as writer:
+            fetcher.start()
+            while True:
+                item = pages.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                result.pages += 1
+                page_count = item.page_count or page_count
+                buffer.extend(item.records)
+                if len(buffer) >= settings.chunk_records:
+                    flush(writer)
+                now = time.monotonic()
+                if now - last_log >= settings.progress_every_s:
+                    last_log = now
+                    done = result.valid + result.rejected + len(buffer)
+                    log.info("Fetched page %d of %s: %d records so far, %.0f records/s", result.pages,
+                             page_count if page_count is not None else "?", done, done / (now - t0))
+            flush(writer)
+            c0 = time.monotonic()
+        result.stage_seconds += time.monotonic() - c0  # the server finishing the COPY
     finally:
         stop.set()
-        fetcher.join(timeout=30)
+        if fetcher.ident is not None:
+            fetcher.join(timeout=30)
     result.report = pager.report
     result.duplicates += int(getattr(pager.report, "duplicates", 0) or 0)
     result.seconds = time.monotonic() - t0

@@ -1,9 +1,12 @@
 -- The set-based merge of one run's staging tables into the warehouse (PostgreSQL).
 -- Run by icr.warehouse.merge, statement by statement, inside ONE transaction holding the
 -- merge advisory lock. {stage} and {rejects} are the run's staging tables; :params are bound.
+-- The staging table already holds permissions and raw as jsonb (parsed once, during the COPY).
 
 -- name: create_changes
-CREATE TEMP TABLE icr_tmp_changes (installation_id uuid PRIMARY KEY, action text NOT NULL) ON COMMIT DROP;
+-- No key: ids come from the staging table's primary key, and a key built row by row in the
+-- session's small temp buffers cost more than the whole planning query.
+CREATE TEMP TABLE icr_tmp_changes (installation_id uuid NOT NULL, action text NOT NULL) ON COMMIT DROP;
 
 -- name: plan_changes
 -- Only rows that are new, changed (record_hash differs) or returning are touched at all.
@@ -17,6 +20,10 @@ FROM {stage} s
 LEFT JOIN icr_installation_state t ON t.installation_id = s.installation_id
 WHERE t.installation_id IS NULL OR t.deleted_at IS NOT NULL OR t.record_hash <> s.record_hash
    OR CAST(:full_resync AS boolean);
+
+-- name: analyze_changes
+-- Real row counts for the planner (a temp table has no statistics until analyzed).
+ANALYZE icr_tmp_changes;
 
 -- name: create_removals
 CREATE TEMP TABLE icr_tmp_removals (installation_id uuid PRIMARY KEY) ON COMMIT DROP;
@@ -39,33 +46,42 @@ FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
 
--- name: upsert_changed
-INSERT INTO icr_installation_state AS t (
+-- name: insert_new
+-- New installations: a plain INSERT (merges are serialized by the advisory lock, so no other
+-- writer can insert the same id; ON CONFLICT's per-row speculative insertion is not needed).
+INSERT INTO icr_installation_state (
     installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,
     organization_country_code, organization_is_public, permissions, created_at, updated_at,
     first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id)
 SELECT s.installation_id, s.app_id, s.app_name_id, s.organization_id, s.organization_name,
        s.organization_type, s.organization_country_code, s.organization_is_public,
-       CAST(s.permissions AS jsonb), s.created_at, s.updated_at,
-       :now, :now, NULL, s.record_hash, CAST(s.raw AS jsonb), :run_id
+       s.permissions, s.created_at, s.updated_at,
+       :now, :now, NULL, s.record_hash, s.raw, :run_id
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
-ON CONFLICT (installation_id) DO UPDATE SET
-    app_id = EXCLUDED.app_id,
-    app_name_id = EXCLUDED.app_name_id,
-    organization_id = EXCLUDED.organization_id,
-    organization_name = EXCLUDED.organization_name,
-    organization_type = EXCLUDED.organization_type,
-    organization_country_code = EXCLUDED.organization_country_code,
-    organization_is_public = EXCLUDED.organization_is_public,
-    permissions = EXCLUDED.permissions,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at,
-    last_seen_at = EXCLUDED.last_seen_at,
+WHERE c.action = 'insert';
+
+-- name: update_changed
+-- Changed, returning (and, on a full resync, unchanged) installations; first_seen_at stays.
+UPDATE icr_installation_state AS t SET
+    app_id = s.app_id,
+    app_name_id = s.app_name_id,
+    organization_id = s.organization_id,
+    organization_name = s.organization_name,
+    organization_type = s.organization_type,
+    organization_country_code = s.organization_country_code,
+    organization_is_public = s.organization_is_public,
+    permissions = s.permissions,
+    created_at = s.created_at,
+    updated_at = s.updated_at,
+    last_seen_at = :now,
     deleted_at = NULL,
-    record_hash = EXCLUDED.record_hash,
-    raw = EXCLUDED.raw,
-    last_sync_run_id = EXCLUDED.last_sync_run_id;
+    record_hash = s.record_hash,
+    raw = s.raw,
+    last_sync_run_id = :run_id
+FROM {stage} s
+JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+WHERE t.installation_id = s.installation_id AND c.action <> 'insert';
 
 -- name: permissions_delete
 DELETE FROM icr_installation_permissions p
@@ -77,7 +93,7 @@ INSERT INTO icr_installation_permissions (installation_id, permission, access)
 SELECT s.installation_id, kv.key, kv.value
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
-CROSS JOIN LATERAL jsonb_each_text(CAST(s.permissions AS jsonb)) AS kv;
+CROSS JOIN LATERAL jsonb_each_text(s.permissions) AS kv;
 
 -- name: history_close_changed
 UPDATE icr_installation_history h
@@ -91,7 +107,7 @@ INSERT INTO icr_installation_history (
     organization_name, organization_type, organization_country_code, permissions, sync_run_id)
 SELECT s.installation_id, :now, NULL, false, s.record_hash, s.organization_id,
        s.organization_name, s.organization_type, s.organization_country_code,
-       CAST(s.permissions AS jsonb), :run_id
+       s.permissions, :run_id
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
 WHERE c.action <> 'resync';

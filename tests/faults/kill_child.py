@@ -58,7 +58,7 @@ def main() -> int:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import RunContext
 
-    state = {"merging": False, "copies": 0}
+    state = {"merging": False, "copies": 0, "writes": 0}
 
     orig_fetch = InstallationPager._fetch
 
@@ -71,7 +71,7 @@ def main() -> int:
     InstallationPager._fetch = fetch
 
     # Mid-COPY: whatever way Staging writes its COPY (rows or one text block), pause after the
-    # first data write of the second COPY, before the COPY is ended.
+    # second data write (a later chunk of the pass), before the COPY is ended.
     import psycopg
 
     orig_enter = psycopg.Copy.__enter__
@@ -85,7 +85,8 @@ def main() -> int:
     def wrap_write(orig):
         def write(self, *args, **kwargs):
             result = orig(self, *args, **kwargs)
-            if pause_at == "copy" and getattr(self, "_icr_copy_no", 0) == 2:
+            state["writes"] += 1
+            if pause_at == "copy" and state["writes"] == 2:
                 pause("copy")
             return result
         return write

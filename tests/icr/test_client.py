@@ -548,3 +548,29 @@ def test_connect_timeout_and_chunked_errors_are_retried(app_jwt):
     assert c.get_json("/app/installations") == {"ok": True}
     assert session.calls == 5
     assert c.stats.retries_by_reason == {"timeout": 2, "reset": 2}
+
+
+def test_environment_proxy_and_ca_settings_are_resolved_once(monkeypatch, make_client, stub_server, tmp_path):
+    """requests would re-read them on every request; the client resolves them when it starts."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not used: no TLS here")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    c = make_client("https://api.example.com")
+    assert c._session.trust_env is False
+    assert c._session.proxies.get("https") == "http://proxy.example:3128"
+    assert c._session.verify == str(bundle)
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert "https" not in make_client("https://api.example.com")._session.proxies
+    # Changing the environment later does not reach a running client (resolved once) ...
+    srv = stub_server(lambda seen: Reply(200, {"ok": True}))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "")
+    local = make_client(srv.base_url)
+    assert local._session.proxies.get("http") == "http://127.0.0.1:9"
+    monkeypatch.delenv("HTTP_PROXY")
+    before = make_client(srv.base_url)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    assert before.get_json("/app/installations") == {"ok": True}  # ... so it still goes direct

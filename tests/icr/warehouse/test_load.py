@@ -15,10 +15,17 @@ import sqlalchemy as sa
 from icr.errors import MassRemovalError, RejectThresholdError
 from icr.sync import SyncSettings, extract, fail, load, run_sync
 from icr.warehouse import merge as merge_module
-from icr.warehouse.migrations import apply_migrations
+from icr.warehouse.migrations import apply_migrations, available
 from icr.warehouse.runlog import RunContext, get_run
 from icr.warehouse.staging import Staging
-from tests.icr.warehouse.helpers import StaticHook, make_record, run_rows, scalar, table_fingerprint
+from tests.icr.warehouse.helpers import (
+    StaticHook,
+    make_record,
+    permission_mismatches,
+    run_rows,
+    scalar,
+    table_fingerprint,
+)
 
 _runs = count(1)
 
@@ -41,7 +48,8 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    assert apply_migrations(warehouse) == ["0001", "0002", "0003"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect == "postgresql" else [])
+    assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
     assert {"icr_installation_state", "icr_installation_permissions", "icr_installation_history",
@@ -325,7 +333,7 @@ def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
         t.join(timeout=120)
     assert errors == []
     assert sorted(r["inserted"] for r in results) == [0, 0, 200]
-    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == 3
+    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == len(available(warehouse.dialect))
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200
 
 
@@ -373,3 +381,108 @@ def test_current_day_daily_snapshot_equals_the_history_derivation(warehouse):
                 "FROM icr_installation_daily WHERE snapshot_date = :d"), {"d": params["snapshot_date"]})))
     assert len(outputs[0]) == 39
     assert outputs[0] == outputs[1]
+
+
+def test_permission_rows_always_mirror_the_installations(warehouse):
+    """Nothing enforces it but the merge (no foreign key on PostgreSQL): check it through every
+    kind of run: first load, permission changes, a removal hidden by an addition, a return."""
+    records = [make_record(i) for i in range(30)]
+    sync(warehouse, records)
+    assert permission_mismatches(warehouse) == 0
+    changed = [dict(r) for r in records]
+    changed[3] = {**changed[3], "permissions": {"organization_info": "VIEW"}}
+    changed[4] = {**changed[4], "permissions": {**changed[4]["permissions"], "organization_inventory": "REQUEST"}}
+    gone = changed.pop(7)
+    changed.append(make_record(30))  # as many listed as before: the removal must still be found
+    run, result = sync(warehouse, changed)
+    assert (result["inserted"], result["updated"], result["removed"]) == (1, 2, 1)
+    assert scalar(warehouse, "SELECT deleted_at FROM icr_installations WHERE installation_id = :i",
+                  i=gone["id"]) is not None
+    assert permission_mismatches(warehouse) == 0
+    changed.append({**gone, "permissions": {"organization_members": "MANAGE"}})
+    run, result = sync(warehouse, changed)
+    assert result["restored"] == 1
+    assert permission_mismatches(warehouse) == 0
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_permissions") == scalar(
+        warehouse, "SELECT count(*) FROM icr_installation_state s, "
+        + ("jsonb_each(s.permissions)" if warehouse.dialect == "postgresql" else "json_each(s.permissions)"))
+
+
+def _index_catalog(warehouse) -> list[tuple]:
+    with warehouse.read() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'icr_installation%' "
+            "ORDER BY 1, 2"))]
+
+
+@pytest.mark.postgres
+def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(pg_warehouse, monkeypatch):
+    warehouse = pg_warehouse
+    monkeypatch.setattr(merge_module, "BULK_LOAD_MIN_ROWS", 10)
+    apply_migrations(warehouse)
+    catalog = _index_catalog(warehouse)
+    assert any(name == "icr_installation_permissions_pkey" for _, name, _ in catalog)
+    statements: list[str] = []
+    real = merge_module._execute
+
+    def spy(conn, sql, params):
+        statements.append(sql)
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(merge_module, "_execute", spy)
+    records = [make_record(i) for i in range(40)]
+    run, result = sync(warehouse, records)
+    dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
+    rebuilt = [s for s in statements if "ADD CONSTRAINT" in s or s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
+    assert len(dropped) == len(rebuilt) == 5  # permissions pkey, history pkey + 2 indexes, daily pkey
+    assert _index_catalog(warehouse) == catalog
+    assert result["inserted"] == 40 and permission_mismatches(warehouse) == 0
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installation_daily") == 40
+    # Not empty any more: the next (large) load maintains the indexes as usual.
+    statements.clear()
+    changed = [{**r, "appNameId": "renamed"} for r in records]
+    run, result = sync(warehouse, changed)
+    assert result["updated"] == 40
+    assert not [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
+    assert _index_catalog(warehouse) == catalog and permission_mismatches(warehouse) == 0
+
+
+@pytest.mark.postgres
+def test_failed_first_bulk_load_keeps_every_index(pg_warehouse, monkeypatch):
+    warehouse = pg_warehouse
+    monkeypatch.setattr(merge_module, "BULK_LOAD_MIN_ROWS", 10)
+    apply_migrations(warehouse)
+    catalog = _index_catalog(warehouse)
+    before = table_fingerprint(warehouse)
+    real = merge_module._execute
+
+    def explode(conn, sql, params):
+        if sql.startswith("ALTER TABLE") and "ADD CONSTRAINT" in sql:  # while rebuilding
+            raise RuntimeError("injected failure while rebuilding an index")
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(merge_module, "_execute", explode)
+    run = ctx()
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_sync(warehouse, StaticHook([make_record(i) for i in range(40)]), run)
+    assert _index_catalog(warehouse) == catalog
+    assert table_fingerprint(warehouse) == before
+
+
+@pytest.mark.postgres
+def test_load_runs_with_its_own_work_mem(pg_warehouse, monkeypatch):
+    warehouse = pg_warehouse
+    seen: list[str] = []
+    real = merge_module._execute
+
+    def spy(conn, sql, params):
+        if "icr_tmp_changes" in sql and not seen:
+            seen.append(conn.exec_driver_sql("SHOW work_mem").scalar_one())
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(merge_module, "_execute", spy)
+    sync(warehouse, [make_record(i) for i in range(5)])
+    assert seen == [merge_module.LoadOptions().work_mem]
+    with warehouse.engine.connect() as conn:  # SET LOCAL: pooled connections keep the default
+        assert conn.exec_driver_sql("SHOW work_mem").scalar_one() != seen[0]

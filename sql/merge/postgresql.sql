@@ -1,7 +1,8 @@
 -- The set-based merge of one run's staging tables into the warehouse (PostgreSQL).
 -- Run by icr.warehouse.merge, statement by statement, inside ONE transaction holding the
 -- merge advisory lock. {stage} and {rejects} are the run's staging tables; :params are bound.
--- The staging table already holds permissions and raw as jsonb (parsed once, during the COPY).
+-- The staging table holds permissions and raw as jsonb (parsed once, during the COPY); the CASTs
+-- below are then no-ops, kept so that a staging table of an older release still loads.
 
 -- name: create_changes
 -- No key: ids come from the staging table's primary key, and a key built row by row in the
@@ -55,8 +56,8 @@ INSERT INTO icr_installation_state (
     first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id)
 SELECT s.installation_id, s.app_id, s.app_name_id, s.organization_id, s.organization_name,
        s.organization_type, s.organization_country_code, s.organization_is_public,
-       s.permissions, s.created_at, s.updated_at,
-       :now, :now, NULL, s.record_hash, s.raw, :run_id
+       CAST(s.permissions AS jsonb), s.created_at, s.updated_at,
+       :now, :now, NULL, s.record_hash, CAST(s.raw AS jsonb), :run_id
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
 WHERE c.action = 'insert';
@@ -71,13 +72,13 @@ UPDATE icr_installation_state AS t SET
     organization_type = s.organization_type,
     organization_country_code = s.organization_country_code,
     organization_is_public = s.organization_is_public,
-    permissions = s.permissions,
+    permissions = CAST(s.permissions AS jsonb),
     created_at = s.created_at,
     updated_at = s.updated_at,
     last_seen_at = :now,
     deleted_at = NULL,
     record_hash = s.record_hash,
-    raw = s.raw,
+    raw = CAST(s.raw AS jsonb),
     last_sync_run_id = :run_id
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
@@ -93,7 +94,7 @@ INSERT INTO icr_installation_permissions (installation_id, permission, access)
 SELECT s.installation_id, kv.key, kv.value
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
-CROSS JOIN LATERAL jsonb_each_text(s.permissions) AS kv;
+CROSS JOIN LATERAL jsonb_each_text(CAST(s.permissions AS jsonb)) AS kv;
 
 -- name: history_close_changed
 UPDATE icr_installation_history h
@@ -107,7 +108,7 @@ INSERT INTO icr_installation_history (
     organization_name, organization_type, organization_country_code, permissions, sync_run_id)
 SELECT s.installation_id, :now, NULL, false, s.record_hash, s.organization_id,
        s.organization_name, s.organization_type, s.organization_country_code,
-       s.permissions, :run_id
+       CAST(s.permissions AS jsonb), :run_id
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
 WHERE c.action <> 'resync';

@@ -107,14 +107,27 @@ class Staging:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
 
     def removal_candidates(self, batch: int = 1_000) -> Iterator[list[str]]:
-        """Active installations missing from the staged snapshot, in batches of ids (as text)."""
-        sql = sa.text(
+        """Active installations missing from the staged snapshot, in batches of ids (as text).
+
+        The caller stages what it recovers between batches. PostgreSQL: one anti-join streamed
+        through a server-side cursor (memory stays flat, one pass over both tables; re-running
+        the anti-join per batch cost seconds a batch at a million installations). SQLite: a
+        short read per batch, keyset-paged, because an open read there would hold the
+        database's write lock (``BEGIN IMMEDIATE``) against the caller's staging writes.
+        """
+        missing = (
             "SELECT CAST(t.installation_id AS TEXT) AS id FROM icr_installation_state t "
-            f"WHERE t.deleted_at IS NULL AND CAST(t.installation_id AS TEXT) > :after "
+            "WHERE t.deleted_at IS NULL "
             f"AND NOT EXISTS (SELECT 1 FROM {self.table} s WHERE s.installation_id = t.installation_id) "
             f"AND NOT EXISTS (SELECT 1 FROM {self.rejects_table} r "
-            "WHERE r.installation_id = CAST(t.installation_id AS TEXT)) "
-            "ORDER BY CAST(t.installation_id AS TEXT) LIMIT :n")
+            "WHERE r.installation_id = CAST(t.installation_id AS TEXT))")
+        if self.warehouse.dialect == "postgresql":
+            with self.warehouse.read() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(missing)
+                for part in result.partitions(batch):
+                    yield [row[0] for row in part]
+            return
+        sql = sa.text(missing + " AND t.installation_id > :after ORDER BY t.installation_id LIMIT :n")
         after = ""
         while True:
             with self.warehouse.read() as conn:

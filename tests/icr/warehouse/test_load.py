@@ -486,3 +486,20 @@ def test_load_runs_with_its_own_work_mem(pg_warehouse, monkeypatch):
     assert seen == [merge_module.LoadOptions().work_mem]
     with warehouse.engine.connect() as conn:  # SET LOCAL: pooled connections keep the default
         assert conn.exec_driver_sql("SHOW work_mem").scalar_one() != seen[0]
+
+
+@pytest.mark.postgres
+def test_staging_written_by_an_older_release_still_loads(pg_warehouse):
+    """Extract staged text columns before this release; a load after an upgrade must cope."""
+    warehouse = pg_warehouse
+    sync(warehouse, [make_record(i) for i in range(10)])
+    run = ctx()
+    changed = [{**make_record(i), "appNameId": "renamed"} for i in range(12)]
+    extract(warehouse, StaticHook(changed), run, SyncSettings())
+    table = Staging(warehouse, run.run_id).table
+    with warehouse.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN raw TYPE text, ALTER COLUMN permissions TYPE text")
+    result = load(warehouse, run, SyncSettings())
+    assert (result["inserted"], result["updated"]) == (2, 10)
+    assert permission_mismatches(warehouse) == 0
+    assert scalar(warehouse, "SELECT count(*) FROM icr_installations WHERE raw->>'appNameId' = 'renamed'") == 12

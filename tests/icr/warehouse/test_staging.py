@@ -49,3 +49,23 @@ def test_a_pass_that_fails_midway_stages_nothing(pg_warehouse):
     staging.write(normalize_records([make_record(1)]).frame)
     assert scalar(pg_warehouse, f"SELECT count(*) FROM {staging.table}") == 1
     staging.drop()
+
+
+def test_removal_candidates_come_in_batches_and_skip_staged_and_rejected_ids(warehouse):
+    from datetime import datetime, timezone
+
+    from icr.sync import SyncSettings, run_sync
+    from icr.warehouse.runlog import RunContext
+    from tests.icr.warehouse.helpers import StaticHook
+
+    records = [make_record(i) for i in range(10)]
+    run_sync(warehouse, StaticHook(records), RunContext("candidates_seed", datetime.now(timezone.utc), "t"),
+             SyncSettings())
+    staging = _staging(warehouse, "candidates_next")
+    bad = {**records[3], "createdAt": "not a date"}  # received but rejected: not a removal
+    chunk = normalize_records([records[0], records[1], bad])
+    staging.write(chunk.frame, chunk.rejects)
+    batches = list(staging.removal_candidates(batch=3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(i for b in batches for i in b) == sorted(r["id"] for r in records[2:] if r is not records[3])
+    staging.drop()

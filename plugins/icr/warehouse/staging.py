@@ -192,12 +192,17 @@ class StageWriter:
         return self
 
     def _open_copy(self) -> Any:
-        self._raw = self.staging.warehouse.engine.raw_connection()
-        self._cursor = self._raw.driver_connection.cursor()
-        columns = ", ".join(STAGE_COLUMNS)
-        self._copy_cm = self._cursor.copy(f"COPY {self.staging.table} ({columns}) FROM STDIN")
-        self._copy = self._copy_cm.__enter__()
-        return self._copy
+        raw = self.staging.warehouse.engine.raw_connection()
+        try:
+            cursor = raw.driver_connection.cursor()
+            columns = ", ".join(STAGE_COLUMNS)
+            copy_cm = cursor.copy(f"COPY {self.staging.table} ({columns}) FROM STDIN")
+            copy = copy_cm.__enter__()
+        except BaseException:
+            raw.close()
+            raise
+        self._raw, self._cursor, self._copy_cm, self._copy = raw, cursor, copy_cm, copy
+        return copy
 
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
         if len(frame):

@@ -69,3 +69,14 @@ def test_removal_candidates_come_in_batches_and_skip_staged_and_rejected_ids(war
     assert [len(b) for b in batches] == [3, 3, 1]
     assert sorted(i for b in batches for i in b) == sorted(r["id"] for r in records[2:] if r is not records[3])
     staging.drop()
+
+
+@pytest.mark.postgres
+def test_a_copy_that_cannot_start_names_the_table_and_leaves_no_connection_busy(pg_warehouse):
+    staging = _staging(pg_warehouse, "stage_writer_missing")
+    staging.drop()  # e.g. cleaned up by a concurrent failure handler
+    frame = normalize_records([make_record(1)]).frame
+    with pytest.raises(Exception, match=staging.table):
+        with staging.writer() as writer:
+            writer.write(frame)
+    assert pg_warehouse.engine.pool.checkedout() == 0

@@ -36,6 +36,13 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
         _positive(d["floor"][key], f"floor.{key}")
     assert size["fetch_only"]["records"] == 2000 and size["fetch_only"]["complete"]
     assert size["bare_copy"]["rows"] == 2000
+    # every table the first load wrote: 2,000 installations, history and daily rows, their permissions
+    tables = size["bare_copy_all_tables"]["tables"]
+    assert tables["icr_installation_state"]["rows"] == tables["icr_installation_history"]["rows"] == 2000
+    assert tables["icr_installation_daily"]["rows"] == 2000
+    assert tables["icr_installation_permissions"]["rows"] > 2000
+    assert d["floor_all_tables"]["seconds"] > d["floor"]["seconds"]
+    assert size["sync"]["server_io"]["wal_mb"] > 0
     _positive(d["stock_normalize_load_seconds_extrapolated"], "stock seconds")
     _positive(d["speedup_vs_stock"], "speedup vs stock")
     _positive(d["proxy"]["speedup_vs_stock"], "speedup vs stock via proxy")

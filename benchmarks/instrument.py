@@ -18,7 +18,7 @@ def install() -> dict[str, float]:
     from icr.warehouse import merge, staging
 
     prefixes: list[tuple[str, str]] = []  # (text before the first {table}, statement name)
-    for dialect in ("postgresql", "daily_common", "daily_postgresql"):
+    for dialect in ("common", "postgresql", "daily_common", "daily_postgresql"):
         for name, sql in merge.queries(dialect).items():
             prefixes.append((sql.split("{", 1)[0], name))
     prefixes.sort(key=lambda item: -len(item[0]))

@@ -184,8 +184,7 @@ def server_io(db: Database) -> dict[str, Any]:
         lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
         try:  # PostgreSQL 17+
             ckpt = conn.execute("SELECT num_timed + num_requested FROM pg_stat_checkpointer").fetchone()[0]
-        except Exception:
-            conn.rollback() if not conn.autocommit else None
+        except Exception:  # before 17 (the connection is in autocommit: nothing to roll back)
             ckpt = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()[0]
     return {"lsn": lsn, "checkpoints": int(ckpt)}
 

@@ -39,14 +39,6 @@ WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS text));
 
--- name: plan_removals_no_rejects
--- The same when the run rejected nothing (the usual case): one anti-join instead of two.
-INSERT INTO icr_tmp_removals (installation_id)
-SELECT t.installation_id
-FROM icr_installation_state t
-WHERE t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
-
 -- name: insert_new
 -- New installations: a plain INSERT (merges are serialized by the advisory lock, so no other
 -- writer can insert the same id; ON CONFLICT's per-row speculative insertion is not needed).
@@ -133,13 +125,6 @@ UPDATE icr_installation_state t
 SET deleted_at = :now, last_sync_run_id = :run_id
 FROM icr_tmp_removals r
 WHERE t.installation_id = r.installation_id;
-
--- name: rejects_clear
-DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
-
--- name: rejects_insert
-INSERT INTO icr_rejected_records (sync_run_id, installation_id, reason, raw, rejected_at)
-SELECT :run_id, r.installation_id, r.reason, r.raw, :now FROM {rejects} r;
 
 -- name: count_active_rejected
 -- Rejected records whose installation is still active (kept, not removed).

@@ -27,14 +27,6 @@ WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id);
 
--- name: plan_removals_no_rejects
--- The same when the run rejected nothing (the usual case): one anti-join instead of two.
-INSERT INTO icr_tmp_removals (installation_id)
-SELECT t.installation_id
-FROM icr_installation_state t
-WHERE t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
-
 -- name: upsert_changed
 INSERT INTO icr_installation_state (
     installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,
@@ -111,13 +103,6 @@ JOIN icr_tmp_removals r ON r.installation_id = t.installation_id;
 UPDATE icr_installation_state
 SET deleted_at = :now, last_sync_run_id = :run_id
 WHERE installation_id IN (SELECT installation_id FROM icr_tmp_removals);
-
--- name: rejects_clear
-DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
-
--- name: rejects_insert
-INSERT INTO icr_rejected_records (sync_run_id, installation_id, reason, raw, rejected_at)
-SELECT :run_id, r.installation_id, r.reason, r.raw, :now FROM {rejects} r;
 
 -- name: count_active_rejected
 SELECT count(*) FROM icr_installation_state t

@@ -70,7 +70,7 @@ class _Steps:
     def __init__(self, warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any]) -> None:
         self.conn = conn
         self.params = params
-        self.merge = queries(warehouse.dialect)
+        self.merge = {**queries("common"), **queries(warehouse.dialect)}
         self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect}")}
         self.tables = {"stage": staging.table, "rejects": staging.rejects_table}
 
@@ -194,7 +194,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     steps.run("mark_removed")
     steps.run("rejects_clear")
     steps.run("rejects_insert")
-    active_rejected = steps.scalar(queries(warehouse.dialect)["count_active_rejected"]) if staged_rejects else 0
+    active_rejected = steps.scalar(steps.merge["count_active_rejected"]) if staged_rejects else 0
     if warehouse.dialect == "sqlite":
         steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_changes")
         steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_removals")

@@ -415,12 +415,18 @@ def _index_catalog(warehouse) -> list[tuple]:
             "ORDER BY 1, 2"))]
 
 
-@pytest.mark.postgres
-def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(pg_warehouse, monkeypatch):
-    warehouse = pg_warehouse
+@pytest.fixture
+def bulk_pg(pg_warehouse, monkeypatch):
+    """A migrated, empty PostgreSQL warehouse where a 10-record first load counts as bulk;
+    with the index catalog before any load."""
     monkeypatch.setattr(merge_module, "BULK_LOAD_MIN_ROWS", 10)
-    apply_migrations(warehouse)
-    catalog = _index_catalog(warehouse)
+    apply_migrations(pg_warehouse)
+    return pg_warehouse, _index_catalog(pg_warehouse)
+
+
+@pytest.mark.postgres
+def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg, monkeypatch):
+    warehouse, catalog = bulk_pg
     assert any(name == "icr_installation_permissions_pkey" for _, name, _ in catalog)
     statements: list[str] = []
     real = merge_module._execute
@@ -449,11 +455,8 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(pg_ware
 
 
 @pytest.mark.postgres
-def test_failed_first_bulk_load_keeps_every_index(pg_warehouse, monkeypatch):
-    warehouse = pg_warehouse
-    monkeypatch.setattr(merge_module, "BULK_LOAD_MIN_ROWS", 10)
-    apply_migrations(warehouse)
-    catalog = _index_catalog(warehouse)
+def test_failed_first_bulk_load_keeps_every_index(bulk_pg, monkeypatch):
+    warehouse, catalog = bulk_pg
     before = table_fingerprint(warehouse)
     real = merge_module._execute
 

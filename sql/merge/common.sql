@@ -1,0 +1,17 @@
+-- The merge statements both dialects share (see <dialect>.sql for the rest; same rules).
+
+-- name: plan_removals_no_rejects
+-- plan_removals (in <dialect>.sql) when the run rejected nothing (the usual case): one
+-- anti-join instead of two.
+INSERT INTO icr_tmp_removals (installation_id)
+SELECT t.installation_id
+FROM icr_installation_state t
+WHERE t.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
+
+-- name: rejects_clear
+DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
+
+-- name: rejects_insert
+INSERT INTO icr_rejected_records (sync_run_id, installation_id, reason, raw, rejected_at)
+SELECT :run_id, r.installation_id, r.reason, r.raw, :now FROM {rejects} r;

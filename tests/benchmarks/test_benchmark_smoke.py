@@ -63,3 +63,13 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     assert limited["client_stats"]["retries"] >= 1
     assert {t["target"] for t in result["targets"]}
     assert "end to end" in result["table"]
+
+    # benchmarks.compare reads every headline number of a real result (guards against drift
+    # between what run.py writes and what compare.py looks up)
+    from benchmarks import compare
+
+    text, rows = compare.compare(result, result)
+    found = {r.label for r in rows if r.old is not None}
+    expected = {m.label for m in compare.SIZE_METRICS + compare.CONCURRENCY_METRICS}
+    assert found == expected, f"compare could not find: {sorted(expected - found)}"
+    assert all(r.verdict == "" for r in rows) and "== 2,000 installations ==" in text

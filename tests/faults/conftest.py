@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import uuid
@@ -37,7 +36,7 @@ FAULT_CLASSES: dict[str, str] = {
     "flaky_api": "Flaky API (429 s/date/0/none, 403 rate limit, 500-504, resets, truncated/invalid JSON, timeouts)",
     "tokens": "Token expiry and clock skew (re-mint mid-paging, server clock ahead, client clock ±30 s)",
     "moving_data": "Data moving while paging (adds at front/end, removals between page requests)",
-    "killed": "Sync process killed (SIGKILL) while fetching, in COPY, in the merge, at commit, at random",
+    "killed": "Sync process killed (SIGKILL) while fetching, staging, in the merge, at commit, at random; PostgreSQL and SQLite",
     "warehouse": "Warehouse faults (backend terminated mid-merge, statement timeout, constraint violation)",
     "bad_records": "Bad records (missing/non-UUID ids, bad timestamps, wrong types, 1 MB strings, emoji, SQL, duplicates)",
     "bad_config": "Bad configuration (garbage/encrypted/non-RSA key, wrong App ID/API version, http://, unreachable)",
@@ -236,10 +235,10 @@ def dump_warehouse(warehouse: Any, leaks: LeakHandle, label: str = "warehouse") 
     fetching row by row). Returns the number of tables scanned."""
     import sqlalchemy as sa
 
-    insp = sa.inspect(warehouse.engine)
     pg = warehouse.dialect == "postgresql"
     scanned = 0
     with warehouse.read() as conn:
+        insp = sa.inspect(conn)  # on the same connection: one transaction, one snapshot
         for name in insp.get_table_names():
             if not name.startswith("icr_"):
                 continue
@@ -444,7 +443,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "     the session. Do not edit by hand; rerun the suite. -->",
         "",
         f"Produced by `pytest -m faults` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC against the ICR "
-        "simulator and PostgreSQL. *Faults injected* counts simulator-side faults (from its stats) and "
+        "simulator and PostgreSQL (the kills also into SQLite). *Faults injected* counts simulator-side "
+        "faults (from its stats) and "
         "faults the suite caused itself (kills, terminated backends, timeouts, bad records, bad settings, "
         "forged tokens). A run *survived* when it ended as designed: succeeded with the right data, or "
         "failed cleanly (clear error, nothing half-written, next run fine). *Rows lost* compares the "

@@ -1,11 +1,13 @@
 """Child process of test_killed.py: one icr.sync.run_sync against the simulator (over HTTP) and a
-PostgreSQL warehouse, announcing each phase on stdout and, at the requested one, pausing forever
-so that the parent can SIGKILL it exactly there. Test code, not product code: it only wraps
-product functions (no behaviour change besides the pause).
+warehouse (PostgreSQL or a SQLite file), announcing each phase on stdout and, at the requested one,
+pausing forever so that the parent can SIGKILL it exactly there. Test code, not product code: it
+only wraps product functions (no behaviour change besides the pause).
 
-    python -m tests.faults.kill_child '{"pg_url": ..., "base_url": ..., "app_id": ..., "run_id": ...,
-                                        "pause_at": "fetch" | "copy" | "merge:<step>" | "commit" |
-                                                    "after_commit" | null}'
+    python -m tests.faults.kill_child '{"warehouse_url": ..., "base_url": ..., "app_id": ..., "run_id": ...,
+                                        "pause_at": "fetch" | "copy" | "stage" | "merge:<step>" |
+                                                    "commit" | "after_commit" | null}'
+"copy" pauses inside PostgreSQL's staging COPY; "stage" after SQLite's second staging chunk
+(each chunk is its own transaction there).
 The private key comes in the environment (ICR_KILL_CHILD_PEM), never on the command line.
 """
 
@@ -95,6 +97,19 @@ def main() -> int:
     psycopg.Copy.write = wrap_write(psycopg.Copy.write)
     psycopg.Copy.write_row = wrap_write(psycopg.Copy.write_row)
 
+    from icr.warehouse.staging import Staging
+
+    orig_insert = Staging._insert_sqlite
+
+    def insert_sqlite(self, frame):
+        orig_insert(self, frame)
+        state["writes"] += 1
+        say(f"PHASE stage {state['writes']}")
+        if pause_at == "stage" and state["writes"] == 2:
+            pause("stage")
+
+    Staging._insert_sqlite = insert_sqlite
+
     orig_run = merge._Steps.run
 
     def step(self, name, **extra):
@@ -118,7 +133,7 @@ def main() -> int:
 
     sync.load = load
 
-    warehouse = Warehouse.from_url(cfg["pg_url"])
+    warehouse = Warehouse.from_url(cfg["warehouse_url"])
 
     @sa.event.listens_for(warehouse.engine, "commit")
     def before_commit(conn):

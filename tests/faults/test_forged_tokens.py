@@ -4,7 +4,6 @@ quotes no token, and the warehouse gets nothing but the failed run row."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import requests

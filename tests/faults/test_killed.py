@@ -1,11 +1,12 @@
-"""4. Killed mid-run: a subprocess running icr.sync.run_sync (simulator over HTTP in this process,
-PostgreSQL warehouse) gets SIGKILL while fetching, in the middle of a COPY, after a merge
-statement, right before the merge COMMIT, right after it, and at seeded random moments.
+"""4. Killed mid-run: a subprocess running icr.sync.run_sync (simulator over HTTP in this process)
+gets SIGKILL while fetching, in the middle of staging (PostgreSQL: inside the COPY; SQLite: between
+two staging chunks), after a merge statement, right before the merge COMMIT, right after it, and
+at seeded random moments — into PostgreSQL, and into the default embedded SQLite file.
 
 After each kill: the warehouse is exactly as before or exactly fully updated (never in between),
-the killed PostgreSQL session's advisory lock is gone (the next run does not hang), the killed run
-is recoverable as failed (abandon_stale_runs) with no staging tables left, and the next run
-succeeds and equals the truth."""
+no lock outlives the killed process (PostgreSQL: its session and advisory lock are gone; SQLite:
+another process can take the write lock at once), the killed run is recoverable as failed
+(abandon_stale_runs) with no staging tables left, and the next run succeeds and equals the truth."""
 
 from __future__ import annotations
 
@@ -13,18 +14,18 @@ import json
 import os
 import queue
 import random
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from tests.faults.conftest import (
-    LEAKS, ROOT, compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables,
+    ROOT, compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables,
 )
 
 FAULT_CLASS = "killed"
@@ -51,54 +52,87 @@ def _light_hook(sim):
     return LightHook(sim.base_url, sim.app_id, sim.private_key_pem, PAGE)
 
 
+def _kill_env(sim, when: datetime, seed_url: str, clone) -> dict:
+    """Load the template (before, A), change the API, and measure the full run on a clone (after, B)."""
+    from icr.sync import SyncSettings, run_sync
+    from icr.warehouse.engine import Warehouse
+
+    wh = Warehouse.from_url(seed_url)
+    run_sync(wh, _light_hook(sim), new_run("kill-seed", when), SyncSettings(page_size=PAGE))
+    before = fingerprint(wh)
+    wh.dispose()
+    sim.apply_changes({"add": 80, "remove": 60, "update": 100})
+    ref = Warehouse.from_url(clone())
+    run_sync(ref, _light_hook(sim), new_run("kill-ref", when), SyncSettings(page_size=PAGE))
+    assert compare_with_truth(ref, sim.truth()).lost == 0
+    after = fingerprint(ref)
+    ref.dispose()
+    assert before != after
+    return {"sim": sim, "before": before, "after": after, "clone": clone, "when": when.isoformat()}
+
+
+def _when() -> datetime:
+    # One logical date for every run of a module, a day ahead: the same snapshot date (and the
+    # same daily-snapshot path) for the reference and the killed runs, even across midnight.
+    return datetime.now(timezone.utc) + timedelta(days=1)
+
+
 @pytest.fixture(scope="module")
 def kill_env(pg_admin_url):
     """A simulator; a template database holding a first clean load ("before", A); then the API
     changes; B = the fingerprint a full run of the changed API produces."""
-    from icr.sync import SyncSettings, run_sync
-    from icr.warehouse.engine import Warehouse
     from tests.simulator import ICRSimulator, SimulatorConfig
 
-    LEAKS.add_secret  # (the simulator key is registered per test)
-    # One logical date for every run of this module, a day ahead: the same snapshot date (and
-    # the same daily-snapshot path) for the reference and the killed runs, even across midnight.
-    when = datetime.now(timezone.utc) + timedelta(days=1)
     sim = ICRSimulator(SimulatorConfig(installations=N, seed=51)).start()
     base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     template = f"icr_kill_tpl_{uuid.uuid4().hex[:8]}"
     _admin(pg_admin_url, f'CREATE DATABASE "{template}"')
     names = [template]
     try:
-        wh = Warehouse.from_url(f"{base}/{template}")
-        run_sync(wh, _light_hook(sim), new_run("kill-seed", when), SyncSettings(page_size=PAGE))
-        before = fingerprint(wh)
-        wh.dispose()
-        sim.apply_changes({"add": 80, "remove": 60, "update": 100})
-
         def clone() -> str:
             name = f"icr_kill_{uuid.uuid4().hex[:8]}"
             _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
             names.append(name)
             return f"{base}/{name}"
 
-        ref = Warehouse.from_url(clone())
-        run_sync(ref, _light_hook(sim), new_run("kill-ref", when), SyncSettings(page_size=PAGE))
-        assert compare_with_truth(ref, sim.truth()).lost == 0
-        after = fingerprint(ref)
-        ref.dispose()
-        assert before != after
-        yield {"sim": sim, "before": before, "after": after, "clone": clone, "when": when.isoformat()}
+        yield _kill_env(sim, _when(), f"{base}/{template}", clone)
     finally:
         sim.stop()
         for name in names:
             _admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="module")
+def kill_env_sqlite(tmp_path_factory):
+    """The same on SQLite files: clones are online-backup copies of the template file."""
+    from tests.simulator import ICRSimulator, SimulatorConfig
+
+    folder = tmp_path_factory.mktemp("kill-sqlite")
+    template = folder / "template.sqlite"
+    sim = ICRSimulator(SimulatorConfig(installations=N, seed=52)).start()
+    try:
+        def clone() -> str:
+            target = folder / f"kill_{uuid.uuid4().hex[:8]}.sqlite"
+            src, dst = sqlite3.connect(template), sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+            return f"sqlite:///{target}"
+
+        yield _kill_env(sim, _when(), f"sqlite:///{template}", clone)
+    finally:
+        sim.stop()
+
+
 def _spawn(env_cfg: dict, sim, app_name: str):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "ICR_KILL_CHILD_PEM": sim.private_key_pem, "PYTHONUNBUFFERED": "1"}
-    url = env_cfg["pg_url"] + f"?application_name={app_name}"
-    cfg = {**env_cfg, "pg_url": url, "base_url": sim.base_url, "app_id": sim.app_id, "page_size": PAGE,
+    url = env_cfg["warehouse_url"]
+    if url.startswith("postgresql"):
+        url += f"?application_name={app_name}"  # to find the killed session afterwards
+    cfg = {**env_cfg, "warehouse_url": url, "base_url": sim.base_url, "app_id": sim.app_id, "page_size": PAGE,
            "chunk_records": 500}
     proc = subprocess.Popen([sys.executable, "-m", "tests.faults.kill_child", json.dumps(cfg)], cwd=str(ROOT),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -153,22 +187,59 @@ CASES = [
     ("after_commit", "PAUSED after_commit", "after"),
     ("random:1", None, "either"),
 ]
+SQLITE_CASES = [
+    ("fetch", "PAUSED fetch", "before"),
+    ("stage", "PAUSED stage", "before"),
+    ("merge:permissions_insert", "PAUSED merge:permissions_insert", "before"),
+    ("commit", "PAUSED commit", "before"),
+    ("after_commit", "PAUSED after_commit", "after"),
+    ("random:2", None, "either"),
+]
 
 
 @pytest.mark.parametrize("pause_at,until,expect", CASES, ids=[c[0] for c in CASES])
 def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, ledger, leaks, pause_at, until,
                                                       expect):
+    def no_lock_left(url: str, app_name: str) -> None:
+        assert _backend_gone(pg_admin_url, app_name), "the killed sync's PostgreSQL session is still there"
+        dbname = url.rsplit("/", 1)[1]
+        locks = _admin(pg_admin_url, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                     f"WHERE l.locktype = 'advisory' AND d.datname = '{dbname}'")[0][0]
+        assert locks == 0, "an advisory lock outlived the killed session"
+
+    _kill_and_check(kill_env, ledger, leaks, pause_at, until, expect, no_lock_left)
+
+
+@pytest.mark.parametrize("pause_at,until,expect", SQLITE_CASES, ids=[c[0] for c in SQLITE_CASES])
+def test_sigkill_on_sqlite_leaves_before_or_after_never_between(kill_env_sqlite, ledger, leaks, pause_at, until,
+                                                                expect):
+    def no_lock_left(url: str, app_name: str) -> None:
+        # Another process (this one) can take the write lock at once: nothing of the killed
+        # writer's transaction holds the file, and its half-written WAL frames are ignored.
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=2, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise AssertionError(f"the SQLite file is still locked after the kill: {exc}") from None
+        finally:
+            conn.close()
+
+    _kill_and_check(kill_env_sqlite, ledger, leaks, pause_at, until, expect, no_lock_left)
+
+
+def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -> None:
     from icr.sync import SyncSettings, run_sync
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
 
-    sim = kill_env["sim"]
+    sim = env["sim"]
     leaks.secret(sim.private_key_pem, "simulator app private key")
-    url = kill_env["clone"]()
+    url = env["clone"]()
     app_name = f"icr-kill-{uuid.uuid4().hex[:8]}"
     run_id = f"killed__{pause_at.replace(':', '_')}"
     random_case = pause_at.startswith("random")
-    proc, lines, out, err = _spawn({"pg_url": url, "run_id": run_id, "when": kill_env["when"],
+    proc, lines, out, err = _spawn({"warehouse_url": url, "run_id": run_id, "when": env["when"],
                                     "pause_at": None if random_case else pause_at}, sim, app_name)
     try:
         if random_case:
@@ -186,15 +257,11 @@ def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, le
 
     wh = Warehouse.from_url(url)
     try:
-        assert _backend_gone(pg_admin_url, app_name), "the killed sync's PostgreSQL session is still there"
-        dbname = url.rsplit("/", 1)[1]
-        locks = _admin(pg_admin_url, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                                     f"WHERE l.locktype = 'advisory' AND d.datname = '{dbname}'")[0][0]
-        assert locks == 0, "an advisory lock outlived the killed session"
+        no_lock_left(url, app_name)
 
         fp = fingerprint(wh)
-        before = {**kill_env["before"]}
-        after = {**kill_env["after"]}
+        before = {**env["before"]}
+        after = {**env["after"]}
         state = "before" if fp == before else "after" if fp == after else "BETWEEN"
         in_between = state == "BETWEEN"
         assert not in_between, f"warehouse half-written after kill at {pause_at} (last phase {phases[-1:]}): " \
@@ -219,7 +286,7 @@ def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, le
 
         def next_run():
             try:
-                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill", datetime.fromisoformat(kill_env["when"])),
+                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill", datetime.fromisoformat(env["when"])),
                                          SyncSettings(page_size=PAGE))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 result["error"] = exc

@@ -76,7 +76,7 @@ def test_token_expires_in_flight_reminted_after_401(make_simulator, hook_for, fa
     sim = make_simulator(installations=1000, seed=33, faults={"clock_offset_s": 150})
     hook = hook_for(sim)
     auth = hook.get_conn().auth
-    shift = _jump_clocks_per_page(sim, auth, 200, server_lead=150)
+    _jump_clocks_per_page(sim, auth, 200, server_lead=150)
     _sync(faults_pg, hook)
     diff = compare_with_truth(faults_pg, sim.truth())
     expired = sim.stats["rejections"].get("JWT expired", 0)

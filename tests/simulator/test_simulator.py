@@ -6,7 +6,6 @@ import base64
 import email.utils
 import functools
 import hashlib
-import json
 import re
 import time
 import tracemalloc

@@ -127,7 +127,14 @@ class Warehouse:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read-only transaction: a consistent snapshot that neither waits for nor blocks writers.
+
+        On SQLite (WAL mode) it starts with a deferred ``BEGIN`` instead of the writers'
+        ``BEGIN IMMEDIATE``, so a verify task or a report does not queue behind another run's
+        merge. Statements here must not write (SQLite could not upgrade the snapshot).
+        """
         with self.engine.connect() as conn:
+            conn.execution_options(icr_read_only=True)
             yield conn
 
     # -- value rendering -----------------------------------------------------------------------
@@ -155,7 +162,9 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
     """SQLite with real transactions: BEGIN IMMEDIATE takes the write lock up front.
 
     pysqlite's own transaction handling starts transactions lazily and commits before DDL;
-    we turn it off and issue BEGIN ourselves (SQLAlchemy's documented recipe).
+    we turn it off and issue BEGIN ourselves (SQLAlchemy's documented recipe). Connections of
+    :meth:`Warehouse.read` begin DEFERRED: in WAL mode a reader has its own snapshot and needs
+    no lock that a writer waits for.
     """
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
@@ -172,6 +181,6 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("icr_read_only") else "BEGIN IMMEDIATE")
 
     return engine

@@ -112,8 +112,7 @@ class Staging:
         The caller stages what it recovers between batches. PostgreSQL: one anti-join streamed
         through a server-side cursor (memory stays flat, one pass over both tables; re-running
         the anti-join per batch cost seconds a batch at a million installations). SQLite: a
-        short read per batch, keyset-paged, because an open read there would hold the
-        database's write lock (``BEGIN IMMEDIATE``) against the caller's staging writes.
+        short read per batch, keyset-paged (each batch sees what the caller staged before it).
         """
         missing = (
             "SELECT CAST(t.installation_id AS TEXT) AS id FROM icr_installation_state t "

@@ -440,7 +440,8 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
     run, result = sync(warehouse, records)
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
     rebuilt = [s for s in statements if "ADD CONSTRAINT" in s or s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
-    assert len(dropped) == len(rebuilt) == 5  # permissions pkey, history pkey + 2 indexes, daily pkey
+    # state pkey + active index, permissions pkey, history pkey + 2 indexes, daily pkey
+    assert len(dropped) == len(rebuilt) == 7
     assert _index_catalog(warehouse) == catalog
     assert result["inserted"] == 40 and permission_mismatches(warehouse) == 0
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40
@@ -452,6 +453,32 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
     assert result["updated"] == 40
     assert not [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
     assert _index_catalog(warehouse) == catalog and permission_mismatches(warehouse) == 0
+
+
+@pytest.mark.postgres
+def test_first_bulk_load_keeps_an_index_a_users_foreign_key_relies_on(bulk_pg, monkeypatch):
+    """A dashboard team's own table referencing installations must not break (or lose) its key."""
+    warehouse, catalog = bulk_pg
+    with warehouse.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE team_notes (installation_id uuid REFERENCES icr_installation_state, "
+                             "note text)")
+    statements: list[str] = []
+    real = merge_module._execute
+
+    def spy(conn, sql, params):
+        statements.append(sql)
+        return real(conn, sql, params)
+
+    monkeypatch.setattr(merge_module, "_execute", spy)
+    run, result = sync(warehouse, [make_record(i) for i in range(40)])
+    assert result["inserted"] == 40
+    dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
+    assert not [s for s in dropped if "icr_installation_state_pkey" in s]
+    assert [s for s in dropped if "icr_installation_state_active_idx" in s]  # no key relies on that one
+    assert _index_catalog(warehouse) == catalog
+    with warehouse.write() as conn:  # the key still works
+        conn.execute(sa.text("INSERT INTO team_notes VALUES (CAST(:i AS uuid), 'vip')"),
+                     {"i": make_record(0)["id"]})
 
 
 @pytest.mark.postgres

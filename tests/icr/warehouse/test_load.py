@@ -424,10 +424,9 @@ def bulk_pg(pg_warehouse, monkeypatch):
     return pg_warehouse, _index_catalog(pg_warehouse)
 
 
-@pytest.mark.postgres
-def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg, monkeypatch):
-    warehouse, catalog = bulk_pg
-    assert any(name == "icr_installation_permissions_pkey" for _, name, _ in catalog)
+@pytest.fixture
+def merge_statements(monkeypatch) -> list[str]:
+    """Every statement the merge runs from now on, in order."""
     statements: list[str] = []
     real = merge_module._execute
 
@@ -436,6 +435,14 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
         return real(conn, sql, params)
 
     monkeypatch.setattr(merge_module, "_execute", spy)
+    return statements
+
+
+@pytest.mark.postgres
+def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg, merge_statements):
+    warehouse, catalog = bulk_pg
+    assert any(name == "icr_installation_permissions_pkey" for _, name, _ in catalog)
+    statements = merge_statements
     records = [make_record(i) for i in range(40)]
     run, result = sync(warehouse, records)
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
@@ -456,20 +463,13 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
 
 
 @pytest.mark.postgres
-def test_first_bulk_load_keeps_an_index_a_users_foreign_key_relies_on(bulk_pg, monkeypatch):
+def test_first_bulk_load_keeps_an_index_a_users_foreign_key_relies_on(bulk_pg, merge_statements):
     """A dashboard team's own table referencing installations must not break (or lose) its key."""
     warehouse, catalog = bulk_pg
     with warehouse.write() as conn:
         conn.exec_driver_sql("CREATE TABLE team_notes (installation_id uuid REFERENCES icr_installation_state, "
                              "note text)")
-    statements: list[str] = []
-    real = merge_module._execute
-
-    def spy(conn, sql, params):
-        statements.append(sql)
-        return real(conn, sql, params)
-
-    monkeypatch.setattr(merge_module, "_execute", spy)
+    statements = merge_statements
     run, result = sync(warehouse, [make_record(i) for i in range(40)])
     assert result["inserted"] == 40
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]

@@ -36,7 +36,8 @@ FAULT_CLASSES: dict[str, str] = {
     "flaky_api": "Flaky API (429 s/date/0/none, 403 rate limit, 500-504, resets, truncated/invalid JSON, timeouts)",
     "tokens": "Token expiry and clock skew (re-mint mid-paging, server clock ahead, client clock ±30 s)",
     "moving_data": "Data moving while paging (adds at front/end, removals between page requests)",
-    "killed": "Sync process killed (SIGKILL) while fetching, staging, in the merge, at commit, at random; PostgreSQL and SQLite",
+    "killed": "Sync process killed (SIGKILL) while fetching, staging, in the merge, at commit, at random, "
+              "while another run waits for its lock; PostgreSQL and SQLite",
     "warehouse": "Warehouse faults (backend terminated mid-merge, statement timeout, constraint violation)",
     "bad_records": "Bad records (missing/non-UUID ids, bad timestamps, wrong types, 1 MB strings, emoji, SQL, duplicates)",
     "bad_config": "Bad configuration (garbage/encrypted/non-RSA key, wrong App ID/API version, http://, unreachable)",

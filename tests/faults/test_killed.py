@@ -6,7 +6,8 @@ at seeded random moments — into PostgreSQL, and into the default embedded SQLi
 After each kill: the warehouse is exactly as before or exactly fully updated (never in between),
 no lock outlives the killed process (PostgreSQL: its session and advisory lock are gone; SQLite:
 another process can take the write lock at once), the killed run is recoverable as failed
-(abandon_stale_runs) with no staging tables left, and the next run succeeds and equals the truth."""
+(abandon_stale_runs) with no staging tables left, and the next run succeeds and equals the truth.
+Also: a run queued behind the killed one's merge lock gets it at once and loads correctly."""
 
 from __future__ import annotations
 
@@ -299,6 +300,70 @@ def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -
         diff = compare_with_truth(wh, sim.truth())
         assert diff.lost == 0, str(diff)
         assert fingerprint(wh)["state_md5"] == after["state_md5"]
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
+        dump_warehouse(wh, leaks)
+    except AssertionError:
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=0)
+        raise
+    finally:
+        wh.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, dialect, ledger, leaks):
+    """A backfill and the nightly run overlap; the one inside its merge dies (OOM, node lost).
+
+    The other, waiting for the warehouse's write lock, must get it as soon as the holder is gone,
+    load, and leave the warehouse equal to the truth; the dead run stays recoverable."""
+    from icr.sync import SyncSettings, run_sync
+    from icr.warehouse.engine import Warehouse
+    from icr.warehouse.runlog import abandon_stale_runs
+
+    env = request.getfixturevalue("kill_env" if dialect == "postgresql" else "kill_env_sqlite")
+    sim = env["sim"]
+    leaks.secret(sim.private_key_pem, "simulator app private key")
+    url = env["clone"]()
+    holder = "killed__lock_holder"
+    proc, lines, out, err = _spawn({"warehouse_url": url, "run_id": holder, "when": env["when"],
+                                    "pause_at": "merge:mark_removed"}, sim, f"icr-kill-{uuid.uuid4().hex[:8]}")
+    wh = Warehouse.from_url(url)
+    result: dict = {}
+
+    def waiting_run():
+        try:
+            result["out"] = run_sync(wh, _light_hook(sim), new_run("waiter", datetime.fromisoformat(env["when"])),
+                                     SyncSettings(page_size=PAGE))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=waiting_run, daemon=True)
+    try:
+        _wait_for(lines, "PAUSED merge:mark_removed", 120, proc)
+        t.start()
+        time.sleep(3)  # a whole run takes well under a second here: still alive means it waits
+        assert t.is_alive() and not result, f"the second run did not wait for the merge lock: {result}"
+        if dialect == "postgresql":
+            admin = request.getfixturevalue("pg_admin_url")
+            waiting = _admin(admin, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                    f"WHERE l.locktype = 'advisory' AND NOT l.granted "
+                                    f"AND d.datname = '{url.rsplit('/', 1)[1]}'")[0][0]
+            assert waiting == 1, f"expected the second run queued on the advisory lock, found {waiting}"
+    finally:
+        proc.kill()  # SIGKILL the lock holder
+        proc.wait(timeout=30)
+    leaks.feed("subprocess stdout", "".join(out))
+    leaks.feed("subprocess stderr", "".join(err))
+    try:
+        t.join(timeout=180)
+        assert not t.is_alive(), "the waiting run still hangs after the lock holder was killed"
+        assert "error" not in result, repr(result.get("error"))
+        diff = compare_with_truth(wh, sim.truth())
+        assert diff.lost == 0, str(diff)
+        assert fingerprint(wh) == env["after"]
+        rows = {r["run_id"]: r for r in run_rows(wh)}
+        assert rows[holder]["status"] == "running"  # nothing of it was committed but its run row
+        assert abandon_stale_runs(wh, older_than=timedelta(0)) == [holder]
+        assert staging_tables(wh) == []
         ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
         dump_warehouse(wh, leaks)
     except AssertionError:

@@ -224,12 +224,13 @@ def _suspend_indexes(conn: Connection) -> list[str]:
 
     Only when the warehouse is empty: building each index once, from sorted rows, after the
     load costs a fraction of inserting a million random keys one by one (measured here at
-    1,000,000 installations: permissions + history + daily 26 s -> 14 s, rebuild included). The
-    definitions are read from the catalog, so what is rebuilt is exactly what the migrations
-    made, and a failed rebuild (say, a duplicate key) rolls the whole load back. An index that a
-    foreign key relies on (a user's own table referencing installations) is left in place. The
-    tables are locked until the load commits; on a first load there is nothing to read in them
-    yet (a dashboard query waits for the load instead of seeing an empty warehouse).
+    1,000,000 installations, rebuilds included: permissions + history + daily 26 s -> 14 s,
+    installations 16.4 s -> 10.3 s). The definitions are read from the catalog, so what is
+    rebuilt is exactly what the migrations made, and a failed rebuild (say, a duplicate key)
+    rolls the whole load back. An index that a foreign key relies on (a user's own table
+    referencing installations) is left in place. The tables are locked until the load commits;
+    on a first load there is nothing to read in them yet (a dashboard query waits for the load
+    instead of seeing an empty warehouse).
     """
     empty = _execute(conn, "SELECT " + " AND ".join(
         f"NOT EXISTS (SELECT 1 FROM {t})" for t in _BULK_TABLES), {}).scalar_one()

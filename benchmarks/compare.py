@@ -52,6 +52,8 @@ SIZE_METRICS = (
     Metric("floor s (fetch only + bare COPY)", _path("derived", "floor", "seconds")),
     Metric("end to end / floor", _path("derived", "e2e_over_floor")),
     Metric("normalize+load vs stock (x)", _path("derived", "speedup_vs_stock"), lower_is_better=False, digits=1),
+    Metric("  same, no-change rerun (x)", _path("derived", "rerun_no_change", "speedup_vs_stock"),
+           lower_is_better=False, digits=1),
     Metric("WAL MB in sync #1", _path("sync", "server_io", "wal_mb"), digits=0),
     Metric("no-change rerun s", _path("rerun_no_change", "end_to_end_seconds")),
     Metric("no-change rerun rows rewritten", _path("rerun_no_change", "state", "rewritten"), digits=0),

@@ -46,6 +46,8 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     _positive(d["stock_normalize_load_seconds_extrapolated"], "stock seconds")
     _positive(d["speedup_vs_stock"], "speedup vs stock")
     _positive(d["proxy"]["speedup_vs_stock"], "speedup vs stock via proxy")
+    _positive(d["rerun_no_change"]["speedup_vs_stock"], "speedup vs stock on the no-change rerun")
+    assert "no-change rerun (the nightly case)" in result["table"]
 
     # first sync inserts everything; the no-change rerun rewrites nothing; the stock rerun rewrites all
     assert size["sync"]["state"]["ins"] == 2000

@@ -229,8 +229,25 @@ def test_sigkill_on_sqlite_leaves_before_or_after_never_between(kill_env_sqlite,
     _kill_and_check(kill_env_sqlite, ledger, leaks, pause_at, until, expect, no_lock_left)
 
 
-def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -> None:
+def _sync_in_thread(wh, env, prefix: str) -> tuple[threading.Thread, dict]:
+    """A full run_sync of the changed API in a started thread; its result or error lands in the dict."""
     from icr.sync import SyncSettings, run_sync
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["out"] = run_sync(wh, _light_hook(env["sim"]), new_run(prefix, datetime.fromisoformat(env["when"])),
+                                     SyncSettings(page_size=PAGE))
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            result["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, result
+
+
+def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -> None:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
 
@@ -283,17 +300,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -
             f"staging tables of the killed run are left behind after recovery (state {state})")
 
         # the next run: must not hang on a lock, must succeed, must equal the truth
-        result: dict = {}
-
-        def next_run():
-            try:
-                result["out"] = run_sync(wh, _light_hook(sim), new_run("after-kill", datetime.fromisoformat(env["when"])),
-                                         SyncSettings(page_size=PAGE))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                result["error"] = exc
-
-        t = threading.Thread(target=next_run, daemon=True)
-        t.start()
+        t, result = _sync_in_thread(wh, env, "after-kill")
         t.join(timeout=180)
         assert not t.is_alive(), "the run after the kill hangs"
         assert "error" not in result, repr(result.get("error"))
@@ -315,7 +322,6 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
 
     The other, waiting for the warehouse's write lock, must get it as soon as the holder is gone,
     load, and leave the warehouse equal to the truth; the dead run stays recoverable."""
-    from icr.sync import SyncSettings, run_sync
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
 
@@ -327,19 +333,9 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
     proc, lines, out, err = _spawn({"warehouse_url": url, "run_id": holder, "when": env["when"],
                                     "pause_at": "merge:mark_removed"}, sim, f"icr-kill-{uuid.uuid4().hex[:8]}")
     wh = Warehouse.from_url(url)
-    result: dict = {}
-
-    def waiting_run():
-        try:
-            result["out"] = run_sync(wh, _light_hook(sim), new_run("waiter", datetime.fromisoformat(env["when"])),
-                                     SyncSettings(page_size=PAGE))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            result["error"] = exc
-
-    t = threading.Thread(target=waiting_run, daemon=True)
     try:
         _wait_for(lines, "PAUSED merge:mark_removed", 120, proc)
-        t.start()
+        t, result = _sync_in_thread(wh, env, "waiter")
         time.sleep(3)  # a whole run takes well under a second here: still alive means it waits
         assert t.is_alive() and not result, f"the second run did not wait for the merge lock: {result}"
         if dialect == "postgresql":

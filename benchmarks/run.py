@@ -356,16 +356,24 @@ def measure_concurrency(opts: argparse.Namespace, workdir: Path) -> dict[str, An
 # --------------------------------------------------------------------------- derived numbers
 
 
+def _vs_stock(sync: dict[str, Any], stock: dict[str, Any], run: str, n: int) -> dict[str, Any]:
+    """Our normalize + stage + merge of one sync against the stock sample's ``run`` (its first
+    load or its no-change rerun), the stock time extrapolated linearly to ``n`` records."""
+    ex = sync["extract"]
+    ours = ex["normalize_seconds"] + ex["stage_seconds"] + sync["load_wall"]
+    theirs = (stock[run]["normalize_seconds"] + stock[run]["load_seconds"]) * n / stock["sample"]
+    return {"ours_normalize_load_seconds": ours, "stock_normalize_load_seconds_extrapolated": theirs,
+            "stock_sample": stock["sample"], "speedup_vs_stock": theirs / ours if ours else None}
+
+
 def derive(size: dict[str, Any]) -> dict[str, Any]:
     n = size["installations"]
     s = size["sync"]
     ex = s["extract"]
     rate = lambda secs: (n / secs) if secs else None  # noqa: E731
     floor = size["fetch_only"]["seconds"] + size["bare_copy"]["seconds"]
-    ours_nl = ex["normalize_seconds"] + ex["stage_seconds"] + s["load_wall"]
-    st = size["stock"]
-    scale = n / st["sample"]
-    stock_nl = (st["first"]["normalize_seconds"] + st["first"]["load_seconds"]) * scale
+    all_tables = size.get("bare_copy_all_tables")
+    floor_all = size["fetch_only"]["seconds"] + all_tables["seconds"] if all_tables else None
     d: dict[str, Any] = {
         "stages": {
             "fetch": {"seconds": s["extract_wall"], "records_per_s": rate(s["extract_wall"])},
@@ -380,35 +388,20 @@ def derive(size: dict[str, Any]) -> dict[str, Any]:
                   "fetch_only_peak_rss_mb": size["fetch_only"]["peak_rss_mb"]},
         "e2e_over_floor": s["end_to_end_seconds"] / floor if floor else None,
         "floor_all_tables": ({
-            "seconds": size["fetch_only"]["seconds"] + size["bare_copy_all_tables"]["seconds"],
-            "bare_copy_seconds": size["bare_copy_all_tables"]["seconds"],
-            "rows": size["bare_copy_all_tables"]["rows"],
-            "e2e_over_floor": s["end_to_end_seconds"]
-            / (size["fetch_only"]["seconds"] + size["bare_copy_all_tables"]["seconds"]),
-        } if "bare_copy_all_tables" in size else None),
-        "ours_normalize_load_seconds": ours_nl,
-        "stock_normalize_load_seconds_extrapolated": stock_nl,
-        "stock_sample": st["sample"],
-        "speedup_vs_stock": stock_nl / ours_nl if ours_nl else None,
+            "seconds": floor_all,
+            "bare_copy_seconds": all_tables["seconds"],
+            "rows": all_tables["rows"],
+            "e2e_over_floor": s["end_to_end_seconds"] / floor_all,
+        } if all_tables else None),
+        **_vs_stock(s, size["stock"], "first", n),
     }
     # The nightly case: nothing changed. Ours reads, compares and writes the daily snapshot;
     # the stock path upserts (rewrites) every row again.
-    rr = size.get("rerun_no_change")
-    if rr and "rerun" in st:
-        rex = rr["extract"]
-        ours_rr = rex["normalize_seconds"] + rex["stage_seconds"] + rr["load_wall"]
-        stock_rr = (st["rerun"]["normalize_seconds"] + st["rerun"]["load_seconds"]) * scale
-        d["rerun_no_change"] = {"ours_normalize_load_seconds": ours_rr,
-                                "stock_normalize_load_seconds_extrapolated": stock_rr,
-                                "speedup_vs_stock": stock_rr / ours_rr if ours_rr else None}
+    if size.get("rerun_no_change") and "rerun" in size["stock"]:
+        d["rerun_no_change"] = _vs_stock(size["rerun_no_change"], size["stock"], "rerun", n)
     if "proxy" in size:
         p = size["proxy"]
-        pex = p["sync"]["extract"]
-        pours = pex["normalize_seconds"] + pex["stage_seconds"] + p["sync"]["load_wall"]
-        pst = p["stock"]
-        pstock = (pst["first"]["normalize_seconds"] + pst["first"]["load_seconds"]) * (n / pst["sample"])
-        d["proxy"] = {"ours_normalize_load_seconds": pours, "stock_normalize_load_seconds_extrapolated": pstock,
-                      "stock_sample": pst["sample"], "speedup_vs_stock": pstock / pours if pours else None,
+        d["proxy"] = {**_vs_stock(p["sync"], p["stock"], "first", n),
                       "end_to_end_seconds": p["sync"]["end_to_end_seconds"]}
     return d
 

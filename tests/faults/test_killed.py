@@ -180,27 +180,19 @@ def _backend_gone(pg_admin_url, app_name, timeout=30.0) -> bool:
     return False
 
 
-CASES = [
-    ("fetch", "PAUSED fetch", "before"),
-    ("copy", "PAUSED copy", "before"),
-    ("merge:mark_removed", "PAUSED merge:mark_removed", "before"),
-    ("commit", "PAUSED commit", "before"),
-    ("after_commit", "PAUSED after_commit", "after"),
-    ("random:1", None, "either"),
-]
-SQLITE_CASES = [
-    ("fetch", "PAUSED fetch", "before"),
-    ("stage", "PAUSED stage", "before"),
-    ("merge:permissions_insert", "PAUSED merge:permissions_insert", "before"),
-    ("commit", "PAUSED commit", "before"),
-    ("after_commit", "PAUSED after_commit", "after"),
-    ("random:2", None, "either"),
-]
+def _cases(stage: str, merge_step: str, seed: int) -> list[tuple[str, str]]:
+    """(where the child pauses to be killed, the state expected after the kill); "random:<seed>"
+    kills at a seeded random moment instead of a pause. Only staging differs by dialect."""
+    return [("fetch", "before"), (stage, "before"), (f"merge:{merge_step}", "before"), ("commit", "before"),
+            ("after_commit", "after"), (f"random:{seed}", "either")]
 
 
-@pytest.mark.parametrize("pause_at,until,expect", CASES, ids=[c[0] for c in CASES])
-def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, ledger, leaks, pause_at, until,
-                                                      expect):
+CASES = _cases("copy", "mark_removed", 1)  # PostgreSQL: inside the staging COPY
+SQLITE_CASES = _cases("stage", "permissions_insert", 2)  # SQLite: between two staging chunks
+
+
+@pytest.mark.parametrize("pause_at,expect", CASES, ids=[c[0] for c in CASES])
+def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, ledger, leaks, pause_at, expect):
     def no_lock_left(url: str, app_name: str) -> None:
         assert _backend_gone(pg_admin_url, app_name), "the killed sync's PostgreSQL session is still there"
         dbname = url.rsplit("/", 1)[1]
@@ -208,12 +200,11 @@ def test_sigkill_leaves_before_or_after_never_between(kill_env, pg_admin_url, le
                                      f"WHERE l.locktype = 'advisory' AND d.datname = '{dbname}'")[0][0]
         assert locks == 0, "an advisory lock outlived the killed session"
 
-    _kill_and_check(kill_env, ledger, leaks, pause_at, until, expect, no_lock_left)
+    _kill_and_check(kill_env, ledger, leaks, pause_at, expect, no_lock_left)
 
 
-@pytest.mark.parametrize("pause_at,until,expect", SQLITE_CASES, ids=[c[0] for c in SQLITE_CASES])
-def test_sigkill_on_sqlite_leaves_before_or_after_never_between(kill_env_sqlite, ledger, leaks, pause_at, until,
-                                                                expect):
+@pytest.mark.parametrize("pause_at,expect", SQLITE_CASES, ids=[c[0] for c in SQLITE_CASES])
+def test_sigkill_on_sqlite_leaves_before_or_after_never_between(kill_env_sqlite, ledger, leaks, pause_at, expect):
     def no_lock_left(url: str, app_name: str) -> None:
         # Another process (this one) can take the write lock at once: nothing of the killed
         # writer's transaction holds the file, and its half-written WAL frames are ignored.
@@ -226,7 +217,7 @@ def test_sigkill_on_sqlite_leaves_before_or_after_never_between(kill_env_sqlite,
         finally:
             conn.close()
 
-    _kill_and_check(kill_env_sqlite, ledger, leaks, pause_at, until, expect, no_lock_left)
+    _kill_and_check(kill_env_sqlite, ledger, leaks, pause_at, expect, no_lock_left)
 
 
 def _sync_in_thread(wh, env, prefix: str) -> tuple[threading.Thread, dict]:
@@ -247,7 +238,7 @@ def _sync_in_thread(wh, env, prefix: str) -> tuple[threading.Thread, dict]:
     return t, result
 
 
-def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -> None:
+def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
 
@@ -265,7 +256,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, until, expect, no_lock_left) -
             delay = random.Random(pause_at).uniform(0.2, 4.0)
             time.sleep(delay)  # the kill moment is the fault being injected, not an assertion
         else:
-            _wait_for(lines, until, 120, proc)
+            _wait_for(lines, f"PAUSED {pause_at}", 120, proc)
     finally:
         proc.kill()  # SIGKILL, this child only
         proc.wait(timeout=30)

@@ -238,6 +238,17 @@ def _sync_in_thread(wh, env, prefix: str) -> tuple[threading.Thread, dict]:
     return t, result
 
 
+def _succeeded_with_the_truth(t: threading.Thread, result: dict, wh, sim, hang_message: str):
+    """The run of _sync_in_thread ended within 3 minutes, without error, and the warehouse equals
+    the simulator's truth; returns the comparison (for the ledger)."""
+    t.join(timeout=180)
+    assert not t.is_alive(), hang_message
+    assert "error" not in result, repr(result.get("error"))
+    diff = compare_with_truth(wh, sim.truth())
+    assert diff.lost == 0, str(diff)
+    return diff
+
+
 def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
@@ -292,11 +303,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
 
         # the next run: must not hang on a lock, must succeed, must equal the truth
         t, result = _sync_in_thread(wh, env, "after-kill")
-        t.join(timeout=180)
-        assert not t.is_alive(), "the run after the kill hangs"
-        assert "error" not in result, repr(result.get("error"))
-        diff = compare_with_truth(wh, sim.truth())
-        assert diff.lost == 0, str(diff)
+        diff = _succeeded_with_the_truth(t, result, wh, sim, "the run after the kill hangs")
         assert fingerprint(wh)["state_md5"] == after["state_md5"]
         ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
         dump_warehouse(wh, leaks)
@@ -341,11 +348,8 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
     leaks.feed("subprocess stdout", "".join(out))
     leaks.feed("subprocess stderr", "".join(err))
     try:
-        t.join(timeout=180)
-        assert not t.is_alive(), "the waiting run still hangs after the lock holder was killed"
-        assert "error" not in result, repr(result.get("error"))
-        diff = compare_with_truth(wh, sim.truth())
-        assert diff.lost == 0, str(diff)
+        diff = _succeeded_with_the_truth(t, result, wh, sim,
+                                         "the waiting run still hangs after the lock holder was killed")
         assert fingerprint(wh) == env["after"]
         rows = {r["run_id"]: r for r in run_rows(wh)}
         assert rows[holder]["status"] == "running"  # nothing of it was committed but its run row

@@ -51,6 +51,8 @@ SIZE_METRICS = (
     Metric("API requests", _path("sync", "api_requests"), digits=0),
     Metric("floor s (fetch only + bare COPY)", _path("derived", "floor", "seconds")),
     Metric("end to end / floor", _path("derived", "e2e_over_floor")),
+    Metric("normalize+load vs stock, same records (x)", _path("derived", "same_records", "speedup_vs_stock"),
+           lower_is_better=False, digits=1),
     Metric("normalize+load vs stock (x)", _path("derived", "speedup_vs_stock"), lower_is_better=False, digits=1),
     Metric("  same, no-change rerun (x)", _path("derived", "rerun_no_change", "speedup_vs_stock"),
            lower_is_better=False, digits=1),

@@ -274,6 +274,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         sample = min(n, opts.stock_sample)
         log(f"stock baseline on {sample:,} records (json_normalize + PostgresHook.insert_rows)")
         stock = worker("stock", conn, sample=sample, table="icr_stock_installations", libpq_url=db.url,
+                       warehouse_url=db.url,
                        pg_conn_id="icr_bench_pg", page_size=opts.page_size)
         st = db.table_stats("icr_stock_installations")
         stock["pg_stat_after_both_runs"] = st
@@ -309,6 +310,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
             psample = min(n, opts.proxy_stock_sample)
             log(f"through the proxy: stock baseline on {psample:,} records")
             pstock = worker("stock", conn, sample=psample, table="icr_stock_installations", libpq_url=via,
+                            warehouse_url=via,
                             pg_conn_id="icr_bench_pg_proxy", page_size=opts.page_size)
             out["proxy"] = {"delay_ms_each_way": opts.proxy_delay_ms, "sync": psync, "stock": pstock}
         out["simulator_state"] = sim.admin("GET", "/_sim/state")["stats"]
@@ -366,6 +368,22 @@ def _vs_stock(sync: dict[str, Any], stock: dict[str, Any], run: str, n: int) -> 
             "stock_sample": stock["sample"], "speedup_vs_stock": theirs / ours if ours else None}
 
 
+def _same_records(sync: dict[str, Any], stock: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """Ours against the stock path measured the same way: both normalize and stage the sample's
+    records from memory (no fetching beside them), extrapolated linearly to ``n``; ours adds the
+    merge, measured at full size in ``sync``. None if the stock worker did not measure ours."""
+    o = stock.get("ours_same_records")
+    if not o:
+        return None
+    scale = n / stock["sample"]
+    ours = (o["normalize_seconds"] + o["stage_seconds"]) * scale + sync["load_wall"]
+    theirs = (stock["first"]["normalize_seconds"] + stock["first"]["load_seconds"]) * scale
+    return {"ours_normalize_stage_seconds_extrapolated": (o["normalize_seconds"] + o["stage_seconds"]) * scale,
+            "merge_seconds": sync["load_wall"], "ours_normalize_load_seconds": ours,
+            "stock_normalize_load_seconds_extrapolated": theirs, "stock_sample": stock["sample"],
+            "speedup_vs_stock": theirs / ours if ours else None}
+
+
 def derive(size: dict[str, Any]) -> dict[str, Any]:
     n = size["installations"]
     s = size["sync"]
@@ -394,6 +412,7 @@ def derive(size: dict[str, Any]) -> dict[str, Any]:
             "e2e_over_floor": s["end_to_end_seconds"] / floor_all,
         } if all_tables else None),
         **_vs_stock(s, size["stock"], "first", n),
+        "same_records": _same_records(s, size["stock"], n),
     }
     # The nightly case: nothing changed. Ours reads, compares and writes the daily snapshot;
     # the stock path upserts (rewrites) every row again.
@@ -402,7 +421,8 @@ def derive(size: dict[str, Any]) -> dict[str, Any]:
     if "proxy" in size:
         p = size["proxy"]
         d["proxy"] = {**_vs_stock(p["sync"], p["stock"], "first", n),
-                      "end_to_end_seconds": p["sync"]["end_to_end_seconds"]}
+                      "end_to_end_seconds": p["sync"]["end_to_end_seconds"],
+                      "same_records": _same_records(p["sync"], p["stock"], n)}
     return d
 
 
@@ -417,13 +437,19 @@ def check_targets(sizes: list[dict[str, Any]], conc: dict[str, Any] | None) -> l
         n, d = size["installations"], size["derived"]
         add(f"end to end / floor @ {n:,}", round(d["e2e_over_floor"], 2), f"<= {TARGETS['e2e_over_floor_max']}",
             d["e2e_over_floor"] <= TARGETS["e2e_over_floor_max"])
-        add(f"normalize+load vs stock @ {n:,}", round(d["speedup_vs_stock"], 1),
-            f">= {TARGETS['speedup_vs_stock_min']}x", d["speedup_vs_stock"] >= TARGETS["speedup_vs_stock_min"])
+        # The target compares like with like: both paths on records already in memory.
+        same = d.get("same_records") or d
+        add(f"normalize+load vs stock @ {n:,}", round(same["speedup_vs_stock"], 1),
+            f">= {TARGETS['speedup_vs_stock_min']}x", same["speedup_vs_stock"] >= TARGETS["speedup_vs_stock_min"])
+        if d.get("same_records"):
+            add(f"normalize+load vs stock, in the extract @ {n:,}",
+                round(d["speedup_vs_stock"], 1), "(reported)", None)
         if "rerun_no_change" in d:
             add(f"normalize+load vs stock, no-change rerun @ {n:,}",
                 round(d["rerun_no_change"]["speedup_vs_stock"], 1), "(reported)", None)
         if "proxy" in d:
-            add(f"normalize+load vs stock via proxy @ {n:,}", round(d["proxy"]["speedup_vs_stock"], 1),
+            proxied = d["proxy"].get("same_records") or d["proxy"]
+            add(f"normalize+load vs stock via proxy @ {n:,}", round(proxied["speedup_vs_stock"], 1),
                 "(reported)", None)
         add(f"no-change rerun rows rewritten @ {n:,}", size["rerun_no_change"]["state"]["rewritten"], "== 0",
             size["rerun_no_change"]["state"]["rewritten"] == 0)
@@ -506,7 +532,16 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  (for comparison, not the target's floor: fetch only + bare COPY of all {len(WRITTEN_TABLES)} "
                          f"tables the sync writes, {fa['rows']:,} rows, = {fa['seconds']:.2f} s; "
                          f"end to end = {fa['e2e_over_floor']:.2f} x that)")
-        lines.append(f"normalize+stage+merge (ours) {d['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
+        same = d.get("same_records")
+        if same:
+            lines.append(f"normalize+load, both on the same {same['stock_sample']:,} records in memory (extrapolated "
+                         f"linearly): ours normalize+stage {same['ours_normalize_stage_seconds_extrapolated']:.2f} s "
+                         f"+ merge {same['merge_seconds']:.2f} s (full size) = "
+                         f"{same['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
+                         f"PostgresHook.insert_rows(replace=True) {same['stock_normalize_load_seconds_extrapolated']:.2f} s "
+                         f"-> ours {same['speedup_vs_stock']:.1f}x faster")
+        lines.append(f"normalize+stage+merge (ours, in the extract beside fetching) "
+                     f"{d['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
                      f"PostgresHook.insert_rows(replace=True): {d['stock_normalize_load_seconds_extrapolated']:.2f} s "
                      f"(measured on {d['stock_sample']:,} rows, extrapolated linearly) -> ours "
                      f"{d['speedup_vs_stock']:.1f}x faster")
@@ -535,6 +570,12 @@ def render(result: dict[str, Any]) -> str:
                          f"{p['ours_normalize_load_seconds']:.2f} s (end to end {p['end_to_end_seconds']:.2f} s), "
                          f"stock {p['stock_normalize_load_seconds_extrapolated']:.2f} s (measured on "
                          f"{p['stock_sample']:,} rows, extrapolated) -> ours {p['speedup_vs_stock']:.1f}x faster")
+            ps = p.get("same_records")
+            if ps:
+                lines.append(f"  via proxy, both on the same {ps['stock_sample']:,} records in memory: ours "
+                             f"{ps['ours_normalize_load_seconds']:.2f} s, stock "
+                             f"{ps['stock_normalize_load_seconds_extrapolated']:.2f} s -> ours "
+                             f"{ps['speedup_vs_stock']:.1f}x faster")
     conc = result.get("concurrency")
     if conc:
         lines.append("")

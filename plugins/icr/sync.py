@@ -147,7 +147,9 @@ def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSe
             break
         log.warning("Snapshot attempt %d was inconsistent (%s): reading the API again", attempt, reason)
         staging.truncate()
+    f0 = time.monotonic()
     staging.finish()
+    result.stage_seconds += time.monotonic() - f0  # the staged rows' key and statistics
 
     report = result.report
     stats = _client_stats(hook)

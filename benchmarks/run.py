@@ -496,6 +496,13 @@ def _f(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def _verdict(speedup: float) -> str:
+    """Ours against stock in words that stay true when ours is the slower one."""
+    if speedup >= 1:
+        return f"ours {speedup:.1f}x faster"
+    return f"ours {speedup:.2f}x as fast (stock {1 / speedup:.2f}x faster)"
+
+
 def render(result: dict[str, Any]) -> str:
     lines: list[str] = []
     meta = result["meta"]
@@ -539,12 +546,12 @@ def render(result: dict[str, Any]) -> str:
                          f"+ merge {same['merge_seconds']:.2f} s (full size) = "
                          f"{same['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
                          f"PostgresHook.insert_rows(replace=True) {same['stock_normalize_load_seconds_extrapolated']:.2f} s "
-                         f"-> ours {same['speedup_vs_stock']:.1f}x faster")
+                         f"-> {_verdict(same['speedup_vs_stock'])}")
         lines.append(f"normalize+stage+merge (ours, in the extract beside fetching) "
                      f"{d['ours_normalize_load_seconds']:.2f} s; stock json_normalize + "
                      f"PostgresHook.insert_rows(replace=True): {d['stock_normalize_load_seconds_extrapolated']:.2f} s "
-                     f"(measured on {d['stock_sample']:,} rows, extrapolated linearly) -> ours "
-                     f"{d['speedup_vs_stock']:.1f}x faster")
+                     f"(measured on {d['stock_sample']:,} rows, extrapolated linearly) -> "
+                     f"{_verdict(d['speedup_vs_stock'])}")
         st = size["stock"]
         lines.append(f"  stock sample: first run normalize {st['first']['normalize_seconds']:.2f} s + insert_rows "
                      f"{st['first']['load_seconds']:.2f} s; no-change rerun {st['rerun']['normalize_seconds']:.2f} s + "
@@ -554,8 +561,8 @@ def render(result: dict[str, Any]) -> str:
         if rr:
             lines.append(f"  no-change rerun (the nightly case): ours normalize+stage+merge "
                          f"{rr['ours_normalize_load_seconds']:.2f} s, stock "
-                         f"{rr['stock_normalize_load_seconds_extrapolated']:.2f} s (extrapolated) -> ours "
-                         f"{rr['speedup_vs_stock']:.1f}x faster, and it rewrites no row")
+                         f"{rr['stock_normalize_load_seconds_extrapolated']:.2f} s (extrapolated) -> "
+                         f"{_verdict(rr['speedup_vs_stock'])}, and it rewrites no row")
         lines.append(f"{'run':<30}{'wall s':>9}{'rows rewritten':>16}{'ins/upd/del':>20}{'size growth':>14}")
         for label, key in (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
                            ("sync #3 1% upd, 0.5% removed", "rerun_changes")):
@@ -569,13 +576,13 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"via proxy (+{size['proxy']['delay_ms_each_way']} ms each way): ours normalize+load "
                          f"{p['ours_normalize_load_seconds']:.2f} s (end to end {p['end_to_end_seconds']:.2f} s), "
                          f"stock {p['stock_normalize_load_seconds_extrapolated']:.2f} s (measured on "
-                         f"{p['stock_sample']:,} rows, extrapolated) -> ours {p['speedup_vs_stock']:.1f}x faster")
+                         f"{p['stock_sample']:,} rows, extrapolated) -> {_verdict(p['speedup_vs_stock'])}")
             ps = p.get("same_records")
             if ps:
                 lines.append(f"  via proxy, both on the same {ps['stock_sample']:,} records in memory: ours "
                              f"{ps['ours_normalize_load_seconds']:.2f} s, stock "
-                             f"{ps['stock_normalize_load_seconds_extrapolated']:.2f} s -> ours "
-                             f"{ps['speedup_vs_stock']:.1f}x faster")
+                             f"{ps['stock_normalize_load_seconds_extrapolated']:.2f} s -> "
+                             f"{_verdict(ps['speedup_vs_stock'])}")
     conc = result.get("concurrency")
     if conc:
         lines.append("")

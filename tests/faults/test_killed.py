@@ -11,6 +11,7 @@ Also: a run queued behind the killed one's merge lock gets it at once and loads 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -249,6 +250,23 @@ def _succeeded_with_the_truth(t: threading.Thread, result: dict, wh, sim, hang_m
     return diff
 
 
+@contextlib.contextmanager
+def _two_runs_in_the_ledger(ledger, wh, leaks):
+    """The ledger of a kill test: one kill injected, two runs — both survived when the block
+    passes (with the rows lost the block puts in the yielded dict under "lost"), none when one of
+    its assertions fails. Afterwards the warehouse is searched for leaked secrets and disposed."""
+    outcome: dict = {}
+    try:
+        yield outcome
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=outcome["lost"])
+        dump_warehouse(wh, leaks)
+    except AssertionError:
+        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=0)
+        raise
+    finally:
+        wh.dispose()
+
+
 def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import abandon_stale_runs
@@ -276,7 +294,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     leaks.feed("subprocess stderr", "".join(err))
 
     wh = Warehouse.from_url(url)
-    try:
+    with _two_runs_in_the_ledger(ledger, wh, leaks) as outcome:
         no_lock_left(url, app_name)
 
         fp = fingerprint(wh)
@@ -305,13 +323,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
         t, result = _sync_in_thread(wh, env, "after-kill")
         diff = _succeeded_with_the_truth(t, result, wh, sim, "the run after the kill hangs")
         assert fingerprint(wh)["state_md5"] == after["state_md5"]
-        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
-        dump_warehouse(wh, leaks)
-    except AssertionError:
-        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=0)
-        raise
-    finally:
-        wh.dispose()
+        outcome["lost"] = diff.lost
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
@@ -347,7 +359,7 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
         proc.wait(timeout=30)
     leaks.feed("subprocess stdout", "".join(out))
     leaks.feed("subprocess stderr", "".join(err))
-    try:
+    with _two_runs_in_the_ledger(ledger, wh, leaks) as outcome:
         diff = _succeeded_with_the_truth(t, result, wh, sim,
                                          "the waiting run still hangs after the lock holder was killed")
         assert fingerprint(wh) == env["after"]
@@ -355,10 +367,4 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
         assert rows[holder]["status"] == "running"  # nothing of it was committed but its run row
         assert abandon_stale_runs(wh, older_than=timedelta(0)) == [holder]
         assert staging_tables(wh) == []
-        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=2, rows_lost=diff.lost)
-        dump_warehouse(wh, leaks)
-    except AssertionError:
-        ledger.record(FAULT_CLASS, injected=1, runs=2, survived=0)
-        raise
-    finally:
-        wh.dispose()
+        outcome["lost"] = diff.lost

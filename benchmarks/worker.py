@@ -154,8 +154,7 @@ def _ours_on_records(records: list[dict[str, Any]], warehouse_url: str) -> dict[
     """
     import uuid
 
-    from icr.normalize import normalize_records
-    from icr.sync import SyncSettings
+    from icr.sync import SyncSettings, _finish_staging, _normalize_and_stage, _StreamResult
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.staging import Staging
 
@@ -163,27 +162,19 @@ def _ours_on_records(records: list[dict[str, Any]], warehouse_url: str) -> dict[
     warehouse = Warehouse.from_url(warehouse_url)
     staging = Staging(warehouse, f"bench-same-records-{uuid.uuid4().hex[:8]}")
     staging.create()
-    normalize_s = stage_s = 0.0
-    rows = 0
+    result = _StreamResult()
     try:
         with staging.writer() as writer:
             for start in range(0, len(records), chunk):
-                t0 = time.monotonic()
-                normalized = normalize_records(records[start:start + chunk])
-                t1 = time.monotonic()
-                writer.write(normalized.frame, normalized.rejects)
-                normalize_s += t1 - t0
-                stage_s += time.monotonic() - t1
-                rows += len(normalized.frame)
-            t2 = time.monotonic()
-        stage_s += time.monotonic() - t2  # the server finishing the COPY
-        t3 = time.monotonic()
-        staging.finish()
-        stage_s += time.monotonic() - t3
+                _normalize_and_stage(writer, records[start:start + chunk], result)
+            t0 = time.monotonic()
+        result.stage_seconds += time.monotonic() - t0  # the server finishing the COPY
+        _finish_staging(staging, result)
     finally:
         staging.drop()
         warehouse.dispose()
-    return {"normalize_seconds": normalize_s, "stage_seconds": stage_s, "rows": rows}
+    return {"normalize_seconds": result.normalize_seconds, "stage_seconds": result.stage_seconds,
+            "rows": result.valid}
 
 
 TASKS = {"sync": task_sync, "fetch": task_fetch, "stock": task_stock}

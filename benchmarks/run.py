@@ -358,14 +358,21 @@ def measure_concurrency(opts: argparse.Namespace, workdir: Path) -> dict[str, An
 # --------------------------------------------------------------------------- derived numbers
 
 
-def _vs_stock(sync: dict[str, Any], stock: dict[str, Any], run: str, n: int) -> dict[str, Any]:
-    """Our normalize + stage + merge of one sync against the stock sample's ``run`` (its first
-    load or its no-change rerun), the stock time extrapolated linearly to ``n`` records."""
-    ex = sync["extract"]
-    ours = ex["normalize_seconds"] + ex["stage_seconds"] + sync["load_wall"]
-    theirs = (stock[run]["normalize_seconds"] + stock[run]["load_seconds"]) * n / stock["sample"]
+def _stock_seconds(stock: dict[str, Any], run: str, n: int) -> float:
+    """The stock sample's ``run`` (its first load or its no-change rerun), extrapolated linearly to ``n``."""
+    return (stock[run]["normalize_seconds"] + stock[run]["load_seconds"]) * n / stock["sample"]
+
+
+def _against_stock(ours: float, theirs: float, stock: dict[str, Any]) -> dict[str, Any]:
     return {"ours_normalize_load_seconds": ours, "stock_normalize_load_seconds_extrapolated": theirs,
             "stock_sample": stock["sample"], "speedup_vs_stock": theirs / ours if ours else None}
+
+
+def _vs_stock(sync: dict[str, Any], stock: dict[str, Any], run: str, n: int) -> dict[str, Any]:
+    """Our normalize + stage + merge of one sync against the stock sample's ``run``."""
+    ex = sync["extract"]
+    ours = ex["normalize_seconds"] + ex["stage_seconds"] + sync["load_wall"]
+    return _against_stock(ours, _stock_seconds(stock, run, n), stock)
 
 
 def _same_records(sync: dict[str, Any], stock: dict[str, Any], n: int) -> dict[str, Any] | None:
@@ -375,13 +382,9 @@ def _same_records(sync: dict[str, Any], stock: dict[str, Any], n: int) -> dict[s
     o = stock.get("ours_same_records")
     if not o:
         return None
-    scale = n / stock["sample"]
-    ours = (o["normalize_seconds"] + o["stage_seconds"]) * scale + sync["load_wall"]
-    theirs = (stock["first"]["normalize_seconds"] + stock["first"]["load_seconds"]) * scale
-    return {"ours_normalize_stage_seconds_extrapolated": (o["normalize_seconds"] + o["stage_seconds"]) * scale,
-            "merge_seconds": sync["load_wall"], "ours_normalize_load_seconds": ours,
-            "stock_normalize_load_seconds_extrapolated": theirs, "stock_sample": stock["sample"],
-            "speedup_vs_stock": theirs / ours if ours else None}
+    ours_stage = (o["normalize_seconds"] + o["stage_seconds"]) * n / stock["sample"]
+    return {"ours_normalize_stage_seconds_extrapolated": ours_stage, "merge_seconds": sync["load_wall"],
+            **_against_stock(ours_stage + sync["load_wall"], _stock_seconds(stock, "first", n), stock)}
 
 
 def derive(size: dict[str, Any]) -> dict[str, Any]:

@@ -80,3 +80,31 @@ def test_a_copy_that_cannot_start_names_the_table_and_leaves_no_connection_busy(
         with staging.writer() as writer:
             writer.write(frame)
     assert pg_warehouse.engine.pool.checkedout() == 0
+
+
+def test_sqlite_rows_carry_timestamps_as_utc_text_writes_them():
+    """The vectorised timestamp text equals utc_text() of each value, the form the merge and the
+    dashboards compare as text; missing values stay NULL."""
+    import numpy as np
+    import pandas as pd
+
+    from icr.warehouse.engine import utc_text
+    from icr.warehouse.staging import _rows
+
+    rng = np.random.default_rng(7)
+    lo, hi = np.datetime64("0001-01-01T00:00:00", "us"), np.datetime64("9999-12-31T23:59:59.999999", "us")
+    span = (hi - lo).astype(np.int64)
+    values = lo + rng.integers(0, span, 2_000).astype("timedelta64[us]")
+    edges = np.array(["0001-01-01T00:00:00", "0999-12-31T23:59:59.999999", "1969-12-31T23:59:59.5",
+                      "1970-01-01T00:00:00", "9999-12-31T23:59:59.999999", "NaT"], dtype="datetime64[us]")
+    stamps = pd.Series(np.concatenate([values, edges])).dt.tz_localize("UTC")
+    frame = normalize_records([make_record(i) for i in range(len(stamps))]).frame
+    frame["created_at"] = stamps.to_numpy()
+    frame["app_id"] = [None, float("nan")] + frame["app_id"].tolist()[2:]
+
+    rows = _rows(frame, sqlite=True)
+    created = [row[frame.columns.get_loc("created_at")] for row in rows]
+    assert created == [None if ts is pd.NaT else utc_text(ts.to_pydatetime()) for ts in stamps]
+    assert created[-2] == "9999-12-31T23:59:59.999999+00:00" and created[-1] is None
+    app_ids = [row[frame.columns.get_loc("app_id")] for row in rows]
+    assert app_ids[:2] == [None, None] and all(isinstance(v, str) for v in app_ids[2:])

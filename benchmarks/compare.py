@@ -61,6 +61,9 @@ SIZE_METRICS = (
     Metric("no-change rerun rows rewritten", _path("rerun_no_change", "state", "rewritten"), digits=0),
     Metric("1%/0.5% rerun s", _path("rerun_changes", "end_to_end_seconds")),
     Metric("1%/0.5% rerun rows rewritten", _path("rerun_changes", "state", "rewritten"), digits=0),
+    Metric("SQLite end to end s (sync #1)", _path("sqlite", "sync", "end_to_end_seconds")),
+    Metric("SQLite peak RSS MB", _path("sqlite", "sync", "peak_rss_mb"), digits=0),
+    Metric("SQLite no-change rerun s", _path("sqlite", "rerun_no_change", "end_to_end_seconds")),
 )
 
 CONCURRENCY_METRICS = (

@@ -300,6 +300,9 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         third["changes"] = {"updated": upd, "removed": rem}
         out["rerun_changes"] = third
 
+        if opts.sqlite:
+            out["sqlite"] = measure_sqlite(sim, conn, common, n, workdir)
+
         if with_proxy:
             proxy = Proxy("127.0.0.1:5432", opts.proxy_delay_ms)
             pdb = Database(opts.pg_url, tag + "_proxy")
@@ -321,6 +324,39 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         for d in dbs:
             if not opts.keep_db:
                 d.drop()
+    return out
+
+
+def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, workdir: Path) -> dict[str, Any]:
+    """The same three syncs into an SQLite file, the warehouse a new user gets by default.
+
+    SQLite has no tuple counters: the rows each run wrote are the load's own counts (the test
+    suite checks them against the tables). File growth is the database file after the worker
+    exited (its last connection checkpoints the WAL into the file).
+    """
+    path = workdir / f"sqlite-{n}.db"
+    out: dict[str, Any] = {"file": "sqlite (default warehouse)"}
+    upd, rem = max(1, n // 100), max(1, n // 200)
+    try:
+        for key, label in (("sync", "sync #1 (empty warehouse)"), ("rerun_no_change", "sync #2 (no changes)"),
+                           ("rerun_changes", f"sync #3 ({upd:,} updated, {rem:,} removed)")):
+            if key == "rerun_changes":
+                sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
+            log(f"SQLite {label}")
+            before = path.stat().st_size if path.exists() else 0
+            r = worker("sync", conn, warehouse_url=f"sqlite:///{path}", run_id=f"bench-{uuid.uuid4().hex[:8]}",
+                       **common)
+            load = r["load"]
+            r["written"] = {"ins": int(load.get("inserted") or 0),
+                            "upd": int(load.get("updated") or 0) + int(load.get("restored") or 0),
+                            "del": int(load.get("removed") or 0)}
+            r["written"]["rewritten"] = r["written"]["upd"] + r["written"]["del"]
+            r["file_growth_bytes"] = path.stat().st_size - before
+            out[key] = r
+        out["rerun_changes"]["changes"] = {"updated": upd, "removed": rem}
+    finally:
+        for leftover in workdir.glob(f"sqlite-{n}.db*"):
+            leftover.unlink(missing_ok=True)
     return out
 
 
@@ -458,6 +494,12 @@ def check_targets(sizes: list[dict[str, Any]], conc: dict[str, Any] | None) -> l
             size["rerun_no_change"]["state"]["rewritten"] == 0)
         add(f"stock rerun rows rewritten @ {n:,}", size["stock"]["rerun_rewritten"],
             f"== sample ({size['stock']['sample']:,})", size["stock"]["rerun_rewritten"] >= size["stock"]["sample"])
+        lite = size.get("sqlite")
+        if lite:
+            written = lite["rerun_no_change"]["written"]["rewritten"]
+            add(f"SQLite no-change rerun rows rewritten @ {n:,}", written, "== 0", written == 0)
+            add(f"SQLite end to end / PostgreSQL end to end @ {n:,}",
+                round(lite["sync"]["end_to_end_seconds"] / size["sync"]["end_to_end_seconds"], 2), "(reported)", None)
         if n >= 1_000_000:
             peak = size["sync"]["peak_rss_mb"]
             add(f"peak memory @ {n:,} (MB)", round(peak, 1), f"< {TARGETS['peak_rss_mb_max_at_1m']:.0f}",
@@ -473,6 +515,12 @@ def check_targets(sizes: list[dict[str, Any]], conc: dict[str, Any] | None) -> l
             m_small, m_big = by_n[small]["sync"]["peak_rss_mb"], by_n[big]["sync"]["peak_rss_mb"]
             add(f"peak memory {big:,} / {small:,}", round(m_big / m_small, 2),
                 f"< {TARGETS['peak_rss_growth_max']}", m_big / m_small < TARGETS["peak_rss_growth_max"])
+            if by_n[small].get("sqlite") and by_n[big].get("sqlite"):
+                lite_small, lite_big = by_n[small]["sqlite"]["sync"], by_n[big]["sqlite"]["sync"]
+                add(f"SQLite time {big:,} / {small:,}",
+                    round(lite_big["end_to_end_seconds"] / lite_small["end_to_end_seconds"], 2), "(reported)", None)
+                add(f"SQLite peak memory {big:,} / {small:,}",
+                    round(lite_big["peak_rss_mb"] / lite_small["peak_rss_mb"], 2), "(reported)", None)
     if conc:
         add(f"fetch concurrency {conc['concurrent']['concurrency']} vs 1 @ {conc['latency_ms']} ms latency",
             round(conc["speedup"], 2), f">= {TARGETS['concurrency_speedup_min']}x",
@@ -574,6 +622,19 @@ def render(result: dict[str, Any]) -> str:
             counts = f"{sd['ins']}/{sd['upd']}/{sd['del']}"
             lines.append(f"{label:<30}{_f(r['end_to_end_seconds'], 2):>9}{_f(sd['rewritten']):>16}"
                          f"{counts:>20}{_f(sd['size_growth_bytes'] / 1e6, 1) + ' MB':>14}")
+        lite = size.get("sqlite")
+        if lite:
+            lines.append("SQLite (the default warehouse), the same syncs into a file (rows: the load's counts):")
+            lines.append(f"{'run':<30}{'wall s':>9}{'extract s':>11}{'load s':>9}{'peak RSS':>10}"
+                         f"{'ins/upd/del':>20}{'file growth':>14}")
+            for label, key in (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
+                               ("sync #3 1% upd, 0.5% removed", "rerun_changes")):
+                r = lite[key]
+                w = r["written"]
+                counts = f"{w['ins']}/{w['upd']}/{w['del']}"
+                lines.append(f"{label:<30}{_f(r['end_to_end_seconds'], 2):>9}{_f(r['extract_wall'], 2):>11}"
+                             f"{_f(r['load_wall'], 2):>9}{_f(r['peak_rss_mb'], 0) + ' MB':>10}"
+                             f"{counts:>20}{_f(r['file_growth_bytes'] / 1e6, 1) + ' MB':>14}")
         if "proxy" in d:
             p = d["proxy"]
             lines.append(f"via proxy (+{size['proxy']['delay_ms_each_way']} ms each way): ours normalize+load "
@@ -643,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-url", default=PG_ADMIN_URL, help="admin URL; databases icr_bench_* are created/dropped")
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--keep-db", action="store_true")
+    p.add_argument("--no-sqlite", dest="sqlite", action="store_false",
+                   help="skip the same syncs into an SQLite file (the default warehouse)")
     opts = p.parse_args(argv)
 
     if opts.smoke:

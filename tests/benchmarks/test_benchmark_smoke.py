@@ -70,6 +70,20 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     assert changes["state"]["rewritten"] == changes["changes"]["updated"] + changes["changes"]["removed"]
     _positive(changes["end_to_end_seconds"], "changes run seconds")
 
+    # the same three syncs into an SQLite file (the default warehouse)
+    lite = size["sqlite"]
+    # it starts from what the API lists after PostgreSQL's three syncs
+    assert lite["sync"]["written"]["ins"] == size["rerun_changes"]["verify"]["active_after"] > 0
+    assert lite["rerun_no_change"]["written"] == {"ins": 0, "upd": 0, "del": 0, "rewritten": 0}
+    assert lite["rerun_changes"]["written"]["rewritten"] == sum(lite["rerun_changes"]["changes"].values())
+    for key in ("sync", "rerun_no_change", "rerun_changes"):
+        _positive(lite[key]["end_to_end_seconds"], f"SQLite {key} seconds")
+        _positive(lite[key]["peak_rss_mb"], f"SQLite {key} peak RSS")
+    assert lite["sync"]["file_growth_bytes"] > 0
+    (target,) = [t for t in result["targets"] if t["target"] == "SQLite no-change rerun rows rewritten @ 2,000"]
+    assert target["met"] is True
+    assert "SQLite (the default warehouse)" in result["table"]
+
     conc = result["concurrency"]
     _positive(conc["speedup"], "concurrency speedup")
     limited = conc["with_429"]["result"]

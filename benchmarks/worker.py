@@ -20,7 +20,21 @@ from typing import Any
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """This process's own peak resident memory, in MB.
+
+    Linux's ``ru_maxrss`` is not it: a child started by ``subprocess`` (vfork + exec) inherits the
+    parent's high-water mark, so every worker started after the orchestrator held the bare COPY's
+    rows in memory reported that peak. ``VmHWM`` belongs to the process's own address space.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:  # not Linux: ru_maxrss is the best there is (KiB on Linux, bytes on macOS)
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 def task_sync(args: dict[str, Any]) -> dict[str, Any]:

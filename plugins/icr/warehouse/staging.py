@@ -35,7 +35,7 @@ _PG_TYPES = {
     "raw": "jsonb NOT NULL",
 }
 _SQLITE_TYPES = {
-    "installation_id": "TEXT NOT NULL PRIMARY KEY",
+    "installation_id": "TEXT NOT NULL",  # unique key built in bulk: see Staging._index_sqlite
     "organization_is_public": "BOOLEAN",
     "created_at": "TEXT NOT NULL",
     "updated_at": "TEXT NOT NULL",
@@ -79,6 +79,8 @@ class Staging:
 
     def truncate(self) -> None:
         with self.warehouse.engine.begin() as conn:
+            if self.warehouse.dialect == "sqlite":  # the next pass inserts without the key again
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {self.table}_key")
             conn.exec_driver_sql(f"DELETE FROM {self.table}")
             conn.exec_driver_sql(f"DELETE FROM {self.rejects_table}")
 
@@ -94,9 +96,21 @@ class Staging:
                 conn.exec_driver_sql(f"ANALYZE {self.table}")
                 conn.exec_driver_sql(f"ANALYZE {self.rejects_table}")
         else:
+            self._index_sqlite()
             with self.warehouse.engine.begin() as conn:
                 conn.exec_driver_sql(
                     f"CREATE INDEX IF NOT EXISTS {self.rejects_table}_id ON {self.rejects_table} (installation_id)")
+
+    def _index_sqlite(self) -> None:
+        """SQLite: the staged rows' unique key on installation_id, built once after the inserts.
+
+        Kept up to date while rows arrive in API order, it cost a random B-tree page per row,
+        beyond SQLite's 2 MB page cache once staging outgrows it (the extract of 1,000,000
+        installations grew 18x slower than that of 100,000). Built in bulk it is a sort.
+        """
+        with self.warehouse.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.table}_key ON {self.table} (installation_id)")
 
     def drop(self) -> None:
         with self.warehouse.engine.begin() as conn:
@@ -126,6 +140,7 @@ class Staging:
                 for part in result.partitions(batch):
                     yield [row[0] for row in part]
             return
+        self._index_sqlite()  # each batch's anti-join looks staged ids up by key
         sql = sa.text(missing + " AND t.installation_id > :after ORDER BY t.installation_id LIMIT :n")
         after = ""
         while True:

@@ -108,3 +108,31 @@ def test_sqlite_rows_carry_timestamps_as_utc_text_writes_them():
     assert created[-2] == "9999-12-31T23:59:59.999999+00:00" and created[-1] is None
     app_ids = [row[frame.columns.get_loc("app_id")] for row in rows]
     assert app_ids[:2] == [None, None] and all(isinstance(v, str) for v in app_ids[2:])
+
+
+def test_finish_builds_the_key_that_refuses_a_duplicate_installation(warehouse):
+    """The unique key on staged ids is built once after the inserts (on both warehouses), and it
+    still refuses a second row for one installation."""
+    import sqlalchemy as sa
+
+    staging = _staging(warehouse, "stage_dup")
+    with staging.writer() as writer:
+        writer.write(normalize_records([make_record(i) for i in range(10)]).frame)
+        writer.write(normalize_records([make_record(5)]).frame)  # a second chunk repeating an id
+    with pytest.raises(sa.exc.IntegrityError):
+        staging.finish()
+    staging.drop()
+
+
+def test_a_retried_pass_restages_after_the_key_was_built(warehouse):
+    """SQLite builds the key early when the removal check needs it; a retried pass empties the
+    table (and drops that key) and stages the same ids again."""
+    staging = _staging(warehouse, "stage_retry")
+    records = [make_record(i) for i in range(20)]
+    staging.write(normalize_records(records).frame)
+    assert list(staging.removal_candidates()) == []  # nothing active yet
+    staging.truncate()
+    staging.write(normalize_records(records).frame)
+    staging.finish()
+    assert scalar(warehouse, f"SELECT count(DISTINCT installation_id) FROM {staging.table}") == 20
+    staging.drop()

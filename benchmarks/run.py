@@ -241,6 +241,16 @@ def bare_copy_all(db: Database) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sections
 
 
+# The three syncs of each size: (label in the table, key in the result).
+RUNS = (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
+        ("sync #3 1% upd, 0.5% removed", "rerun_changes"))
+
+
+def _changes(n: int) -> tuple[int, int]:
+    """Installations the simulator updates (1%) and removes (0.5%) before sync #3."""
+    return max(1, n // 100), max(1, n // 200)
+
+
 def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"installations": n}
     log(f"size {n:,}: starting the simulator (pre-generating {n:,} records)")
@@ -291,7 +301,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         second["state"] = _delta(before, db.table_stats(STATE))
         out["rerun_no_change"] = second
 
-        upd, rem = max(1, n // 100), max(1, n // 200)
+        upd, rem = _changes(n)
         log(f"sync #3 ({upd:,} updated, {rem:,} removed)")
         sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
         before = db.table_stats(STATE)
@@ -336,10 +346,9 @@ def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, wo
     """
     path = workdir / f"sqlite-{n}.db"
     out: dict[str, Any] = {"file": "sqlite (default warehouse)"}
-    upd, rem = max(1, n // 100), max(1, n // 200)
+    upd, rem = _changes(n)
     try:
-        for key, label in (("sync", "sync #1 (empty warehouse)"), ("rerun_no_change", "sync #2 (no changes)"),
-                           ("rerun_changes", f"sync #3 ({upd:,} updated, {rem:,} removed)")):
+        for label, key in RUNS:
             if key == "rerun_changes":
                 sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
             log(f"SQLite {label}")
@@ -615,8 +624,7 @@ def render(result: dict[str, Any]) -> str:
                          f"{rr['stock_normalize_load_seconds_extrapolated']:.2f} s (extrapolated) -> "
                          f"{_verdict(rr['speedup_vs_stock'])}, and it rewrites no row")
         lines.append(f"{'run':<30}{'wall s':>9}{'rows rewritten':>16}{'ins/upd/del':>20}{'size growth':>14}")
-        for label, key in (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
-                           ("sync #3 1% upd, 0.5% removed", "rerun_changes")):
+        for label, key in RUNS:
             r = size[key]
             sd = r["state"]
             counts = f"{sd['ins']}/{sd['upd']}/{sd['del']}"
@@ -627,8 +635,7 @@ def render(result: dict[str, Any]) -> str:
             lines.append("SQLite (the default warehouse), the same syncs into a file (rows: the load's counts):")
             lines.append(f"{'run':<30}{'wall s':>9}{'extract s':>11}{'load s':>9}{'peak RSS':>10}"
                          f"{'ins/upd/del':>20}{'file growth':>14}")
-            for label, key in (("sync #1 (empty warehouse)", "sync"), ("sync #2 no change", "rerun_no_change"),
-                               ("sync #3 1% upd, 0.5% removed", "rerun_changes")):
+            for label, key in RUNS:
                 r = lite[key]
                 w = r["written"]
                 counts = f"{w['ins']}/{w['upd']}/{w['del']}"

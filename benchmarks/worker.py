@@ -168,7 +168,7 @@ def _ours_on_records(records: list[dict[str, Any]], warehouse_url: str) -> dict[
     """
     import uuid
 
-    from icr.sync import SyncSettings, _finish_staging, _normalize_and_stage, _StreamResult
+    from icr.sync import SyncSettings, _finish_staging, _normalize_and_stage, _staging_pass, _StreamResult
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.staging import Staging
 
@@ -178,11 +178,9 @@ def _ours_on_records(records: list[dict[str, Any]], warehouse_url: str) -> dict[
     staging.create()
     result = _StreamResult()
     try:
-        with staging.writer() as writer:
+        with _staging_pass(staging, result) as writer:
             for start in range(0, len(records), chunk):
                 _normalize_and_stage(writer, records[start:start + chunk], result)
-            t0 = time.monotonic()
-        result.stage_seconds += time.monotonic() - t0  # the server finishing the COPY
         _finish_staging(staging, result)
     finally:
         staging.drop()

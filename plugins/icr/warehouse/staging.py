@@ -260,12 +260,16 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _COPY_NULL = "\\N"
 
 
+def _missing(value: Any) -> bool:
+    """A text column's missing value as pandas may hold it: None, NA or a float NaN -> SQL NULL."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _copy_column_text(values: list[Any]) -> list[str]:
     """Object column -> COPY text fields: None (or NaN/NA) -> \\N, specials backslash-escaped."""
     nulls: list[int] = []
     if set(map(type, values)) != {str}:
-        nulls = [i for i, v in enumerate(values)
-                 if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))]
+        nulls = [i for i, v in enumerate(values) if _missing(v)]
         out = [v if type(v) is str else ("" if v is None or v is pd.NA else str(v)) for v in values]
         for i in nulls:
             out[i] = ""
@@ -349,7 +353,6 @@ def _rows(frame: pd.DataFrame, *, sqlite: bool) -> list[tuple[Any, ...]]:
         else:
             values = series.tolist()
             if set(map(type, values)) != {str}:  # the common all-text column needs no pass
-                values = [None if (v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA) else v
-                          for v in values]
+                values = [None if _missing(v) else v for v in values]
         cols.append(values)
     return list(zip(*cols))

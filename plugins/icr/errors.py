@@ -56,6 +56,10 @@ class WarehouseError(ICRError):
     """The warehouse refused a write or a check failed; the transaction was rolled back."""
 
 
+class WarehouseFullError(WarehouseError):
+    """The warehouse ran out of disk space (or hit its size limit); the transaction was rolled back."""
+
+
 class MassRemovalError(WarehouseError):
     """A complete snapshot would mark too many active installations as removed."""
 

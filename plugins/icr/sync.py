@@ -95,7 +95,8 @@ class SyncSettings:
 
 
 def migrate(warehouse: Warehouse) -> list[str]:
-    return apply_migrations(warehouse)
+    with warehouse.out_of_space_explained("applying the schema migrations"):
+        return apply_migrations(warehouse)
 
 
 # -- extract ------------------------------------------------------------------------------------
@@ -117,6 +118,11 @@ class _StreamResult:
 
 def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
     """Record the run, then stage a snapshot of the API (or note a reusable recent one)."""
+    with warehouse.out_of_space_explained(f"staging the snapshot of run {run.run_id}"):
+        return _extract(warehouse, hook, run, settings)
+
+
+def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
     start_run(warehouse, run, stale_after=settings.stale_run_after)
     if run.snapshot_date < now_utc().date() and not settings.full_resync:
         reusable = find_reusable_snapshot(
@@ -335,7 +341,8 @@ def _client_stats(hook: _Hook) -> dict[str, Any]:
 
 # -- load, verify, cleanup ------------------------------------------------------------------------
 def load(warehouse: Warehouse, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
-    return merge_run(warehouse, run, settings.load_options)
+    with warehouse.out_of_space_explained(f"loading run {run.run_id}"):
+        return merge_run(warehouse, run, settings.load_options)
 
 
 def verify(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Everything that differs between the two dialects at the connection level lives here: how to
 open a write transaction that is safe under concurrent runs (a PostgreSQL advisory lock,
-``BEGIN IMMEDIATE`` plus a busy timeout on SQLite), and how to render timestamps.
+``BEGIN IMMEDIATE`` plus a busy timeout on SQLite), how to render timestamps, and how to tell a
+user that the warehouse's disk is full.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -18,13 +21,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from icr.errors import ICRConfigError
+from icr.errors import ICRConfigError, WarehouseFullError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "icr_warehouse"
 DEFAULT_SQLITE_NAME = "icr_warehouse.sqlite"
 SQLITE_BUSY_TIMEOUT_S = 120
+# SQLite keeps its write-ahead log at the largest size it ever reached (a first load of a million
+# installations grows it to about 5 GB) while any connection stays open, e.g. a dashboard's.
+# Above this size it is cut back once a checkpoint has emptied it.
+SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 # Advisory lock keys (PostgreSQL): one for schema migrations, one for merges into the tables.
 LOCK_MIGRATE = 7_426_001
@@ -145,11 +152,77 @@ class Warehouse:
     def day(self, value: date) -> Any:
         return value.isoformat() if self.dialect == "sqlite" else value
 
+    # -- errors --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def out_of_space_explained(self, doing: str) -> Iterator[None]:
+        """Re-raise "disk full" from the warehouse as a :class:`WarehouseFullError` that says which
+        warehouse, while doing what, how much room there is, and that nothing was published.
+
+        A full disk is the failure a default (SQLite) warehouse meets first: a first load holds
+        everything it writes in the write-ahead log until it commits. The driver's own error
+        ("database or disk is full") names neither the file nor the way out.
+        """
+        try:
+            yield
+        except Exception as exc:
+            said = _disk_full(exc)
+            if said is None:
+                raise
+            raise WarehouseFullError(self._full_message(doing, said)) from exc
+
+    def _full_message(self, doing: str, said: str) -> str:
+        rolled_back = ("The failed transaction was rolled back: the published tables are as they were "
+                       "before this run.")
+        if self.dialect == "postgresql":
+            return (f"The PostgreSQL warehouse {self.description} ran out of disk space while {doing}: "
+                    f"{said}. {rolled_back} Free space on the database server (its data directory or "
+                    "tablespace) and rerun.")
+        path = Path(self.engine.url.database or "")
+        sizes = []
+        try:
+            sizes.append(f"{_size(shutil.disk_usage(path.parent).free)} free on its disk")
+        except OSError:
+            pass
+        for label, file in (("the database file is", path), ("its write-ahead log", Path(f"{path}-wal"))):
+            if file.exists():
+                sizes.append(f"{label} {_size(file.stat().st_size)}")
+        room = "".join(f"; {size}" for size in sizes)
+        return (f"The SQLite warehouse {path} ran out of space while {doing}: {said}{room}. {rolled_back} "
+                "Free disk space and rerun: a first load needs room for about twice the final file, as "
+                "the write-ahead log holds everything it writes until it commits. For apps with more "
+                "than a few hundred thousand installations, use a PostgreSQL warehouse.")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"Warehouse({self.description})"
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The driver's words if ``exc`` says the warehouse ran out of space, else None.
+
+    SQLite: SQLITE_FULL (a full disk, or the file's ``max_page_count``). PostgreSQL: SQLSTATE
+    53100 ``disk_full``. Errors come wrapped by SQLAlchemy or, from the staging COPY, straight
+    from psycopg.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, sqlite3.Error):
+        if getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return str(orig)
+        return None
+    if getattr(orig, "sqlstate", None) == "53100":
+        diag = getattr(orig, "diag", None)
+        return str(getattr(diag, "message_primary", None) or orig).strip()
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
 
 
 def default_sqlite_path() -> Path:
@@ -177,6 +250,7 @@ def _sqlite_engine(url: URL, **engine_kwargs: Any) -> Engine:
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES}")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -55,3 +55,81 @@ def test_writers_still_take_the_lock_up_front(sqlite_file, read_first):
     _other_process_writes(path, 3)
     with wh.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2
+
+
+# -- a full disk ------------------------------------------------------------------------------------
+def _limit_file_to_its_size(wh: Warehouse) -> None:
+    """Every new connection may not grow the file: SQLite's own SQLITE_FULL, as on a full disk."""
+    import sqlalchemy as sa
+
+    wh.engine.dispose()
+
+    @sa.event.listens_for(wh.engine, "connect")
+    def _limit(dbapi_conn, _record):
+        pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_sqlite_warehouse_is_explained_and_rolled_back(sqlite_file):
+    from icr.errors import WarehouseFullError
+
+    wh, path = sqlite_file
+    _limit_file_to_its_size(wh)
+    with pytest.raises(WarehouseFullError) as info:
+        with wh.out_of_space_explained("loading run r1"), wh.write() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            conn.exec_driver_sql("CREATE TABLE big AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                                 "SELECT i + 1 FROM n WHERE i < 20000) SELECT i, printf('%.500c', 'x') AS pad FROM n")
+    message = str(info.value)
+    assert f"The SQLite warehouse {path} ran out of space while loading run r1: database or disk is full" in message
+    assert "free on its disk" in message and "the database file is" in message
+    assert "published tables are as they were" in message
+    assert isinstance(info.value.__cause__, Exception)  # the driver's error stays attached
+    with wh.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1  # rolled back
+
+
+def test_other_warehouse_errors_pass_through_unchanged(sqlite_file):
+    import sqlalchemy as sa
+
+    wh, _ = sqlite_file
+    with pytest.raises(sa.exc.OperationalError, match="no such table"):
+        with wh.out_of_space_explained("loading run r1"), wh.write() as conn:
+            conn.exec_driver_sql("INSERT INTO missing VALUES (1)")
+
+
+def test_postgres_disk_full_is_recognised_by_its_sqlstate():
+    """The real thing (a tablespace on a full filesystem) is in tests/faults; here the mapping."""
+    import psycopg
+
+    from icr.warehouse.engine import _disk_full
+
+    assert _disk_full(psycopg.errors.DiskFull("could not extend file: No space left on device")) \
+        == "could not extend file: No space left on device"
+    assert _disk_full(psycopg.errors.UniqueViolation("duplicate key")) is None
+
+
+def test_the_write_ahead_log_is_cut_back_after_a_large_load(tmp_path, monkeypatch):
+    """While any connection stays open (a dashboard's), SQLite keeps the WAL at its largest size;
+    the warehouse asks SQLite to cut it back to SQLITE_WAL_LIMIT_BYTES once it has been emptied."""
+    import icr.warehouse.engine as engine
+
+    limit = 256 * 1024
+    monkeypatch.setattr(engine, "SQLITE_WAL_LIMIT_BYTES", limit)
+    path = tmp_path / "wal.sqlite"
+    wh = Warehouse.from_url(f"sqlite:///{path}")
+    reader = sqlite3.connect(path)  # stays open throughout, as a BI tool's connection would
+    try:
+        with wh.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE big (pad TEXT)")
+            conn.exec_driver_sql("INSERT INTO big WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                 "WHERE i < 8000) SELECT printf('%.1000c', 'x') FROM n")
+        grown = (tmp_path / "wal.sqlite-wal").stat().st_size
+        assert grown > 4 * limit  # the one large transaction went through the log
+        for value in range(3):  # the following small writes find the log checkpointed and reset it
+            with wh.write() as conn:
+                conn.exec_driver_sql(f"INSERT INTO big VALUES ('{value}')")
+        assert (tmp_path / "wal.sqlite-wal").stat().st_size <= limit
+    finally:
+        reader.close()
+        wh.dispose()

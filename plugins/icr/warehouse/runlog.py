@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from icr.warehouse.engine import Warehouse
-from icr.warehouse.staging import Staging
+from icr.warehouse.staging import drop_orphaned_staging
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def start_run(warehouse: Warehouse, run: RunContext, *, stale_after: timedelta) 
 
 
 def abandon_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_run: str | None = None) -> list[str]:
-    """Mark 'running' rows older than ``older_than`` as failed and drop their staging tables."""
+    """Mark 'running' rows older than ``older_than`` as failed and drop their staging tables, and
+    those of any run that is not running (a failed run that could not drop its own)."""
     cutoff = now_utc() - older_than
     with warehouse.write() as conn:
         stale = [r[0] for r in conn.execute(
@@ -86,8 +87,13 @@ def abandon_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_ru
             )
     for run_id in stale:
         log.warning("Run %s was abandoned (no result after %s): marked failed", run_id, older_than)
-        Staging(warehouse, run_id).drop()
+    drop_orphaned_staging(warehouse, lambda: _running_run_ids(warehouse))  # theirs among them
     return stale
+
+
+def _running_run_ids(warehouse: Warehouse) -> list[str]:
+    with warehouse.read() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT run_id FROM icr_sync_runs WHERE status = 'running'"))]
 
 
 def update_run(warehouse: Warehouse, run_id: str, conn: sa.Connection | None = None, **fields: Any) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,34 @@ _TIME_COLUMNS = ("created_at", "updated_at")
 SQLITE_BATCH = 2_000
 
 
+_STAGE_NAME = re.compile(r"icr_stage_(?:rej_)?[0-9a-f]{16}")
+
+
 def stage_names(run_id: str) -> tuple[str, str]:
     """The run's (rows, rejects) staging table names: stable per run id, safe as identifiers."""
     key = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:16]
     return f"icr_stage_{key}", f"icr_stage_rej_{key}"
+
+
+def drop_orphaned_staging(warehouse: Warehouse, running_run_ids: Callable[[], Iterable[str]]) -> list[str]:
+    """Drop staging tables that belong to no running run; returns their names.
+
+    A failed run drops its own, unless the warehouse refused even that (a full disk, a lost
+    connection): then a run's worth of rows would stay until someone noticed. The tables are
+    listed *before* ``running_run_ids()`` is asked, so a run that starts meanwhile (its
+    'running' row commits before it creates its tables) is never mistaken for an orphan.
+    """
+    tables = [t for t in sa.inspect(warehouse.engine).get_table_names() if _STAGE_NAME.fullmatch(t)]
+    if not tables:
+        return []
+    keep = {name for run_id in running_run_ids() for name in stage_names(run_id)}
+    orphans = [t for t in tables if t not in keep]
+    if orphans:
+        with warehouse.engine.begin() as conn:
+            for table in orphans:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        log.warning("Dropped %d staging table(s) left behind by failed runs: %s", len(orphans), ", ".join(orphans))
+    return orphans
 
 
 class Staging:

@@ -136,3 +136,38 @@ def test_a_retried_pass_restages_after_the_key_was_built(warehouse):
     staging.finish()
     assert scalar(warehouse, f"SELECT count(DISTINCT installation_id) FROM {staging.table}") == 20
     staging.drop()
+
+
+def test_a_run_start_drops_staging_tables_of_runs_that_are_not_running(warehouse):
+    """A failed run that could not drop its staging tables (the disk was full) leaves them to the
+    next run start; a running run's tables, and tables that only look alike, are kept."""
+    from datetime import datetime, timedelta, timezone
+
+    from icr.warehouse.runlog import RunContext, fail_run, start_run
+
+    def run(run_id: str) -> RunContext:
+        return RunContext(run_id=run_id, logical_date=datetime.now(timezone.utc))
+
+    apply_migrations(warehouse)
+    start_run(warehouse, run("orphan_running"), stale_after=timedelta(hours=3))
+    start_run(warehouse, run("orphan_failed"), stale_after=timedelta(hours=3))
+    running, failed = Staging(warehouse, "orphan_running"), Staging(warehouse, "orphan_failed")
+    never_recorded = Staging(warehouse, "orphan_without_a_run_row")  # killed before its row? still an orphan
+    for staging in (running, failed, never_recorded):
+        staging.create()
+    fail_run(warehouse, "orphan_failed", "disk full")
+    with warehouse.engine.begin() as conn:  # a team's own table with a similar name
+        conn.exec_driver_sql("CREATE TABLE icr_stage_notes (x INTEGER)")
+
+    start_run(warehouse, run("orphan_next"), stale_after=timedelta(hours=3))
+
+    assert running.exists() and Staging(warehouse, "orphan_running").rejects_table in _tables(warehouse)
+    assert not failed.exists() and failed.rejects_table not in _tables(warehouse)
+    assert not never_recorded.exists()
+    assert "icr_stage_notes" in _tables(warehouse)
+
+
+def _tables(warehouse) -> set[str]:
+    import sqlalchemy as sa
+
+    return set(sa.inspect(warehouse.engine).get_table_names())

@@ -38,7 +38,8 @@ FAULT_CLASSES: dict[str, str] = {
     "moving_data": "Data moving while paging (adds at front/end, removals between page requests)",
     "killed": "Sync process killed (SIGKILL) while fetching, staging, in the merge, at commit, at random, "
               "while another run waits for its lock; PostgreSQL and SQLite",
-    "warehouse": "Warehouse faults (backend terminated mid-merge, statement timeout, constraint violation)",
+    "warehouse": "Warehouse faults (backend terminated mid-merge, statement timeout, constraint violation, "
+                 "disk full while staging or loading, PostgreSQL and SQLite)",
     "bad_records": "Bad records (missing/non-UUID ids, bad timestamps, wrong types, 1 MB strings, emoji, SQL, duplicates)",
     "bad_config": "Bad configuration (garbage/encrypted/non-RSA key, wrong App ID/API version, http://, unreachable)",
     "forged_tokens": "Forged tokens (alg none, HS256 with the public key, wrong key, expired, future iat, no iss)",

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import _libpq
 from tests.faults.conftest import compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables
 
 FAULT_CLASS = "warehouse"
@@ -180,7 +181,7 @@ def _warehouse_on(disk: Path, dialect: str, pg_admin_url: str) -> Iterator[Any]:
         return
     import psycopg
 
-    admin = pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
+    admin = _libpq(pg_admin_url)
     name = f"icr_faults_full_{os.getpid()}"
     space = disk / "pg"
     space.mkdir()
@@ -190,7 +191,7 @@ def _warehouse_on(disk: Path, dialect: str, pg_admin_url: str) -> Iterator[Any]:
         conn.execute(f'DROP TABLESPACE IF EXISTS "{name}"')
         conn.execute(f"CREATE TABLESPACE \"{name}\" LOCATION '{space}'")
         conn.execute(f'CREATE DATABASE "{name}" TABLESPACE "{name}"')
-    wh = Warehouse.from_url(admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name)
+    wh = Warehouse.from_url(f"{admin.rsplit('/', 1)[0]}/{name}")  # from_url picks psycopg 3
     try:
         yield wh
     finally:

@@ -87,7 +87,8 @@ def abandon_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_ru
             )
     for run_id in stale:
         log.warning("Run %s was abandoned (no result after %s): marked failed", run_id, older_than)
-    drop_orphaned_staging(warehouse, lambda: _running_run_ids(warehouse))  # theirs among them
+    # the stale runs' tables go too: they are no longer 'running'
+    drop_orphaned_staging(warehouse, lambda: _running_run_ids(warehouse))
     return stale
 
 

@@ -35,6 +35,8 @@ ICR_CONN_ID = "icr_default"
 SCHEDULE_CRON = os.environ.get("ICR_SYNC_SCHEDULE", "0 2 * * *")
 RUN_TIMEOUT = timedelta(hours=float(os.environ.get("ICR_SYNC_TIMEOUT_HOURS", "3")))
 RETRIES = int(os.environ.get("ICR_SYNC_RETRIES", "2"))
+# The first retry waits 1-2x this, each further one twice as long (at most 20 minutes).
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("ICR_SYNC_RETRY_DELAY_SECONDS", "120")))
 
 
 def _run_context(context: Any) -> RunContext:
@@ -68,7 +70,7 @@ def _on_task_failure(context: Any) -> None:
     default_args={
         "owner": "data-platform",
         "retries": RETRIES,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=20),
         "on_failure_callback": _on_task_failure,

@@ -45,3 +45,23 @@ def test_sync_dag_shape(dagbag):
     refresh = dagbag.dags["icr_reporting_refresh"]
     assert type(refresh.timetable).__name__ == "AssetTriggeredTimetable"
     assert "icr_installations" in repr(refresh.timetable.asset_condition)
+
+
+def test_sync_dag_retry_settings(dagbag, monkeypatch):
+    """Retries back off exponentially from ICR_SYNC_RETRY_DELAY_SECONDS (default 2 minutes)."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    default = timedelta(seconds=float(os.environ.get("ICR_SYNC_RETRY_DELAY_SECONDS", "120")))
+    # As the scheduler sees the DAG: Airflow 3.3 reads retry_exponential_backoff as a multiplier
+    # (1.0 would mean no backoff); the DAG's True must arrive as "double each time".
+    scheduled = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["icr_installations_sync"]))
+    for task in scheduled.tasks:
+        assert (task.retry_delay, task.retry_exponential_backoff) == (default, 2.0), task.task_id
+        assert task.max_retry_delay == timedelta(minutes=20), task.task_id
+    monkeypatch.setenv("ICR_SYNC_RETRY_DELAY_SECONDS", "7.5")
+    monkeypatch.setenv("ICR_SYNC_RETRIES", "4")
+    tuned = DagBag(dag_folder=str(DAGS / "icr_installations_sync.py")).dags["icr_installations_sync"]
+    assert {(t.retry_delay, t.retries) for t in tuned.tasks} == {(timedelta(seconds=7.5), 4)}

@@ -3,7 +3,7 @@
 ``airflow_deployment`` (session scope) starts the deployment of :mod:`tests.e2e.deployment`
 the first time an ``e2e`` test asks for it, and stops every process, drops the databases and
 flushes the Redis db at the end of the session, also when a test or the start-up failed. The
-REST test and the browser test share it.
+REST test, the browser test and the task-kill tests share it.
 
 Without PostgreSQL or Redis the e2e tests skip with the reason, unless ``ICR_REQUIRE_E2E=1``
 (CI), where they fail. ``ICR_E2E_DAGS_FOLDER`` points the deployment at another DAGs folder

@@ -141,6 +141,9 @@ class ProcessSet:
         self.procs.append(proc)
         return proc
 
+    def pid(self, name: str) -> int:
+        return next(p.popen.pid for p in self.procs if p.name == name)
+
     def check_alive(self) -> None:
         dead = [p for p in self.procs if not p.running]
         if dead:
@@ -348,6 +351,8 @@ class Deployment:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # A retried task (test_task_killed) waits seconds, not the default minutes.
+            "ICR_SYNC_RETRY_DELAY_SECONDS": "5",
             "AIRFLOW_CONN_ICR_DEFAULT": json.dumps(self.icr_connection),
             "AIRFLOW_CONN_ICR_WAREHOUSE": json.dumps(self.warehouse_connection),
         }
@@ -431,6 +436,22 @@ class Deployment:
 
         return wait_for(f"{expected_runs} backfill runs of {dag_id} on {first_day}..{last_day}", finished,
                         timeout_s, self.procs, interval_s=3)
+
+    def simulator_truth_ids(self) -> list[str]:
+        """The installation ids the simulator's API lists now (its test-only ``/_sim/truth_ids``)."""
+        return [i.lower() for i in self._simulator("GET", "truth_ids")["ids"]]
+
+    def simulator_state(self) -> dict[str, Any]:
+        return self._simulator("GET", "state")
+
+    def simulator_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
+        """Change the simulator's faults (a partial update of its FaultConfig)."""
+        return self._simulator("POST", "faults", json=faults)
+
+    def _simulator(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = requests.request(method, f"{self.simulator['base_url']}/_sim/{path}", timeout=30, **kwargs)
+        resp.raise_for_status()
+        return resp.json()
 
     def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
         return self.api_json("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]

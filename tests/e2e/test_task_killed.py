@@ -1,0 +1,255 @@
+"""A task process killed by the machine (the OOM killer, a preempted node) on a real Airflow 3
+deployment (CeleryExecutor): Airflow retries the task and the warehouse ends up exactly right.
+
+Each test stops a task at a known point without touching product code, finds the task process
+(the process the Celery worker's supervisor forked, behind that PostgreSQL session), SIGKILLs it,
+and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the e2e deployment):
+* in the load: the test holds an ``ACCESS EXCLUSIVE`` lock on ``icr_installation_daily``, so the
+  load's one transaction waits there after merging the installations, history and permissions;
+  nothing of it may be visible after the kill, and the retry must finish from the staged
+  snapshot without fetching again;
+* in the extract: the simulator answers slowly (latency) and the page size is small, so the task
+  is killed while paging (found by its connection to the simulator); the retry must read the API
+  again from the start, with nothing of the killed try left over.
+
+Run alone: ``pytest -m e2e -s tests/e2e/test_task_killed.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.e2e.deployment import DAG_ID, TASK_FAILURE_STATES, Deployment, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# Past days of their own, apart from the other e2e tests' days.
+TODAY = datetime.now(timezone.utc).date()
+LOAD_DAY, EXTRACT_DAY = TODAY - timedelta(days=20), TODAY - timedelta(days=21)
+HELD_TABLE = "icr_installation_daily"
+TASKS = ("migrate_warehouse", "extract_installations", "load_warehouse", "verify_load", "publish")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _published(conn: Any) -> dict[str, Any]:
+    """The published tables in brief: what must not change while a killed load's transaction is open."""
+    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+    return {
+        "state": one("SELECT md5(coalesce(string_agg(installation_id::text || ':' || record_hash || ':' || "
+                     "(deleted_at IS NULL)::text || ':' || coalesce(last_sync_run_id, ''), ',' "
+                     "ORDER BY installation_id), '')) FROM icr_installation_state"),
+        "history": one("SELECT count(*) FROM icr_installation_history"),
+        "permissions": one("SELECT count(*) FROM icr_installation_permissions"),
+        "daily": one("SELECT count(*) FROM icr_installation_daily"),
+        "successful_runs": one("SELECT count(*) FROM icr_sync_runs WHERE status = 'success'"),
+    }
+
+
+def _quiet_dag(dep: Deployment) -> None:
+    """Unpause, then wait until no other run is active.
+
+    Unpausing creates the latest tick's scheduled run (catchup is off: that one only); it and other
+    tests' runs must be done before a test stops "the" load or extract.
+    """
+    dep.unpause()
+
+    def others_done() -> bool:
+        runs = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns", params={"limit": 100})["dag_runs"]
+        return any(r["run_type"] == "scheduled" for r in runs) and all(
+            r["state"] in ("success", "failed") for r in runs)
+
+    wait_for("the DAG's scheduled run and other tests' runs to finish", others_done, 300, dep.procs, interval_s=2)
+
+
+def _trigger(dep: Deployment, day: date, tag: str, conf: dict[str, Any]) -> str:
+    run_id = f"manual__e2e_kill_{tag}_{day.isoformat()}"
+    dep.api_json("POST", f"dags/{DAG_ID}/dagRuns",
+                 json={"dag_run_id": run_id, "logical_date": f"{day.isoformat()}T06:00:00Z", "conf": conf})
+    return run_id
+
+
+def _wait_for_task(dep: Deployment, run_id: str, task_id: str, what: str, probe) -> Any:
+    """Wait until ``task_id`` is running and ``probe()`` finds what the test waits for; stop early
+    (with the task logs) if a task of the run fails a try before that."""
+
+    def check() -> Any:
+        tis = {ti["task_id"]: ti for ti in dep.task_instances(run_id)}
+        if any(ti["state"] in TASK_FAILURE_STATES for ti in tis.values()):
+            return "a task failed"
+        return probe() if (tis.get(task_id) or {}).get("state") == "running" else None
+
+    found = wait_for(what, check, 300, dep.procs, interval_s=0.5)
+    assert found != "a task failed", f"before the kill, {run_id}:\n" + dep.explain_failed_runs(
+        [dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}")])
+    return found
+
+
+def _kill_task_process(dep: Deployment, *, local_port: int | None = None, remote_port: int | None = None) -> int:
+    """SIGKILL the Celery worker's process with a TCP socket from ``local_port`` (its PostgreSQL
+    session's client port) or to ``remote_port`` (the simulator's): its task process."""
+    import psutil
+
+    worker = dep.procs.pid("celery-worker")
+    pids = set()
+    for c in psutil.net_connections(kind="tcp"):
+        if c.pid and c.laddr and c.raddr and (c.laddr.port == local_port or c.raddr.port == remote_port):
+            try:
+                if worker in {p.pid for p in psutil.Process(c.pid).parents()}:
+                    pids.add(c.pid)
+            except psutil.NoSuchProcess:
+                pass
+    assert len(pids) == 1, f"expected one task process of the Celery worker {worker} on that socket, found {pids}"
+    pid = pids.pop()
+    proc = psutil.Process(pid)
+    os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return pid
+
+
+def _wait_for_retry(dep: Deployment, run_id: str, task_id: str) -> dict[str, Any]:
+    def pending() -> dict[str, Any] | None:
+        ti = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+        retried = ti["state"] in ("up_for_retry", "scheduled", "queued", "running", "success") and (
+            ti["state"] == "up_for_retry" or ti["try_number"] == 2)
+        return ti if retried else None
+
+    return wait_for(f"Airflow to retry the killed {task_id}", pending, 120, dep.procs)
+
+
+def _finish_and_check(dep: Deployment, run_id: str, day: date, retried: str) -> list[tuple[int, str]]:
+    """The run succeeds after one retry of ``retried`` (every other task ran once), and the
+    warehouse equals the simulator's truth: returns the retried task's tries."""
+    import psycopg
+
+    def finished() -> dict[str, Any] | None:
+        run = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}")
+        return run if run["state"] in ("success", "failed") else None
+
+    run = wait_for(f"{run_id} to finish after the retry", finished, 300, dep.procs, interval_s=2)
+    assert run["state"] == "success", "the run did not recover:\n" + dep.explain_failed_runs([run])
+    tries = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{retried}/tries")
+    states = [(t["try_number"], t["state"]) for t in sorted(tries["task_instances"], key=lambda t: t["try_number"])]
+    assert states == [(1, "failed"), (2, "success")], states
+    for task_id in TASKS:
+        if task_id != retried:
+            ti = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+            assert (ti["state"], ti["try_number"]) == ("success", 1), f"{task_id}: {ti}"
+
+    truth = set(dep.simulator_truth_ids())
+    with psycopg.connect(dep.warehouse_dsn, connect_timeout=10) as conn:
+        def rows(sql: str, *args: Any) -> list[tuple]:
+            return conn.execute(sql, args).fetchall()
+
+        active = rows("SELECT installation_id::text FROM icr_installation_state WHERE deleted_at IS NULL")
+        daily = rows("SELECT installation_id::text FROM icr_installation_daily WHERE snapshot_date = %s", day)
+        open_versions = rows("SELECT installation_id, count(*) FROM icr_installation_history "
+                             "WHERE valid_to IS NULL GROUP BY 1 HAVING count(*) <> 1")
+        permissions = rows(
+            "SELECT (SELECT count(*) FROM icr_installation_permissions p JOIN icr_installation_state s "
+            "USING (installation_id) WHERE s.deleted_at IS NULL), "
+            "(SELECT coalesce(sum((SELECT count(*) FROM jsonb_object_keys(permissions))), 0) "
+            "FROM icr_installation_state WHERE deleted_at IS NULL)")[0]
+        run_row = rows("SELECT status, records_fetched, inserted + updated + unchanged + rejected, snapshot_source, "
+                       "snapshot_complete FROM icr_sync_runs WHERE run_id = %s", run_id)
+        staging = rows("SELECT tablename FROM pg_tables WHERE tablename LIKE 'icr\\_stage\\_%%'")
+
+    assert {r[0].lower() for r in active} == truth and len(active) == len(truth)
+    assert {r[0].lower() for r in daily} == truth and len(daily) == len(truth)
+    assert open_versions == [], f"installations without exactly one current history version: {open_versions[:5]}"
+    assert permissions[0] == permissions[1], f"permission rows {permissions[0]} != permissions in JSON {permissions[1]}"
+    assert run_row == [("success", len(truth), len(truth), "api", True)], run_row
+    assert staging == [], f"staging tables left behind: {staging}"
+    return states
+
+
+@pytest.fixture
+def migrated(airflow_deployment: Deployment) -> Deployment:
+    """The warehouse tables exist whichever test ran first (migrations are safe beside a running DAG)."""
+    from icr.sync import migrate
+    from icr.warehouse.engine import Warehouse
+
+    warehouse = Warehouse.from_url(airflow_deployment.warehouse_dsn)
+    try:
+        migrate(warehouse)
+    finally:
+        warehouse.engine.dispose()
+    return airflow_deployment
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_task_process_killed_mid_load_is_retried_by_airflow(migrated: Deployment, say):
+    import psycopg
+
+    dep = migrated
+    _quiet_dag(dep)
+    holder = psycopg.connect(dep.warehouse_dsn, connect_timeout=10)
+    try:
+        before = _published(holder)
+        holder.execute(f"LOCK TABLE {HELD_TABLE} IN ACCESS EXCLUSIVE MODE")
+        # A past day: read the API anyway, so the load has a whole snapshot to merge.
+        run_id = _trigger(dep, LOAD_DAY, "load", {"full_resync": True})
+
+        def load_waits() -> tuple[int, int, str] | None:
+            # Its own session: pg_stat_activity is read once per transaction, the holder's is long.
+            with psycopg.connect(dep.warehouse_dsn, autocommit=True, connect_timeout=10) as conn:
+                row = conn.execute(
+                    "SELECT a.pid, a.client_port, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND l.relation = %s::regclass", (HELD_TABLE,)).fetchone()
+            return tuple(row) if row else None
+
+        backend, port, query = _wait_for_task(
+            dep, run_id, "load_warehouse", f"the load of {run_id} to wait for the lock on {HELD_TABLE}", load_waits)
+        assert HELD_TABLE in query, f"the waiting statement is not the load's daily snapshot: {query!r}"
+        pid = _kill_task_process(dep, local_port=port)
+        _wait_for_retry(dep, run_id, "load_warehouse")
+
+        # The killed load's transaction is still open (its session waits for the lock): nothing of
+        # it is visible, and the run is not recorded as done.
+        assert _published(holder) == before
+        status = holder.execute("SELECT status FROM icr_sync_runs WHERE run_id = %s", (run_id,)).fetchone()
+        assert status == ("running",), status
+    finally:
+        holder.rollback()  # lets go of the lock: the dead session's statement ends and rolls back
+        holder.close()
+
+    states = _finish_and_check(dep, run_id, LOAD_DAY, "load_warehouse")
+    say(f"\ne2e kill in the load: task process {pid} SIGKILLed while its session {backend} waited on "
+        f"{HELD_TABLE}; nothing published; load_warehouse tries {states}; {run_id} equals the simulator")
+
+
+def test_task_process_killed_mid_fetch_is_retried_by_airflow(migrated: Deployment, say):
+    dep = migrated
+    _quiet_dag(dep)
+    served_before = dep.simulator_state()["stats"]["pages_served"]
+    dep.simulator_faults({"latency_ms": 400})  # 25 pages of 10: about 10 s of paging
+    try:
+        run_id = _trigger(dep, EXTRACT_DAY, "extract", {"full_resync": True, "page_size": 10})
+
+        sim_port = urlsplit(dep.simulator["base_url"]).port
+
+        def paging() -> bool:
+            return dep.simulator_state()["stats"]["pages_served"] >= served_before + 3
+
+        _wait_for_task(dep, run_id, "extract_installations", f"the extract of {run_id} to be paging", paging)
+        pages = dep.simulator_state()["stats"]["pages_served"] - served_before
+        pid = _kill_task_process(dep, remote_port=sim_port)
+        _wait_for_retry(dep, run_id, "extract_installations")
+    finally:
+        dep.simulator_faults({"latency_ms": 0})
+
+    states = _finish_and_check(dep, run_id, EXTRACT_DAY, "extract_installations")
+    # The retry read every page again (the killed try's pages were not kept).
+    served = dep.simulator_state()["stats"]["pages_served"] - served_before
+    assert served >= pages + -(-len(dep.simulator_truth_ids()) // 10), (served, pages)
+    say(f"\ne2e kill in the extract: task process {pid} SIGKILLed while paging (after {pages} pages); "
+        f"extract_installations tries {states}; {run_id} equals the simulator")

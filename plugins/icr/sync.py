@@ -303,11 +303,15 @@ def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> i
     ``pagination.total`` and the distinct count in agreement. A 404 confirms a removal; an
     answer means the record was skipped, so it is staged like any other. Returns how many were
     recovered. Skipped when the load would refuse the removal anyway (the mass-removal guard).
+    The guard's denominator is counted only once there is a candidate: most nights have none, and
+    counting a million active installations takes seconds.
     """
-    active = staging.active_count()
+    active: int | None = None
     recovered = checked = 0
     client = hook.get_conn()
     for ids in staging.removal_candidates():
+        if active is None:
+            active = staging.active_count()
         if (not settings.accept_mass_removal and active
                 and (checked + len(ids) - recovered) / active > settings.max_removal_share):
             log.warning("More than %.0f%% of active installations are missing from the snapshot: "

@@ -337,10 +337,18 @@ def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200
 
 
-def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse):
-    """Offset paging can skip a still-listed record while the totals add up: ask ICR by id."""
+def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse, monkeypatch):
+    """Offset paging can skip a still-listed record while the totals add up: ask ICR by id.
+
+    The active installations (the mass-removal guard's denominator) are counted only when some
+    are missing: not on a night when every one is listed."""
+    counted: list[int] = []
+    real_count = Staging.active_count
+    monkeypatch.setattr(Staging, "active_count", lambda self: counted.append(real_count(self)) or counted[-1])
     records = [make_record(i) for i in range(30)]
     sync(warehouse, records)
+    sync(warehouse, records)
+    assert counted == []
     hook = StaticHook(records[:29])  # the listing skipped record 29 ...
     # ... but ICR still answers for it by id:
     full = StaticHook(records)
@@ -348,6 +356,7 @@ def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse
     run = ctx()
     result = run_sync(warehouse, hook, run)
     assert result["removed"] == 0 and result["recovered"] == 1
+    assert counted and set(counted) == {30}  # once per pass that had a candidate
     assert records[29]["id"] in active_ids(warehouse)
     row = get_run(warehouse, run.run_id)
     assert row["records_fetched"] == 30 == row["unchanged"]

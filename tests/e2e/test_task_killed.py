@@ -2,8 +2,8 @@
 deployment (CeleryExecutor): Airflow retries the task and the warehouse ends up exactly right.
 
 Each test stops a task at a known point without touching product code, finds the task process
-(the process the Celery worker's supervisor forked, behind that PostgreSQL session), SIGKILLs it,
-and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the e2e deployment):
+(the Celery worker's process holding that task's PostgreSQL session or its connection to the
+simulator), SIGKILLs it, and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the e2e deployment):
 * in the load: the test holds an ``ACCESS EXCLUSIVE`` lock on ``icr_installation_daily``, so the
   load's one transaction waits there after merging the installations, history and permissions;
   nothing of it may be visible after the kill, and the retry must finish from the staged
@@ -234,7 +234,6 @@ def test_task_process_killed_mid_fetch_is_retried_by_airflow(migrated: Deploymen
     dep.simulator_faults({"latency_ms": 400})  # 25 pages of 10: about 10 s of paging
     try:
         run_id = _trigger(dep, EXTRACT_DAY, "extract", {"full_resync": True, "page_size": 10})
-
         sim_port = urlsplit(dep.simulator["base_url"]).port
 
         def paging() -> bool:

@@ -144,6 +144,27 @@ class ProcessSet:
     def pid(self, name: str) -> int:
         return next(p.popen.pid for p in self.procs if p.name == name)
 
+    def kill(self, name: str) -> list[int]:
+        """SIGKILL ``name`` and every process under it at once (a lost machine), and forget it.
+
+        Returns the pids killed. Descendants are found by parentage as well as by process group,
+        in case a child started its own group."""
+        import psutil
+
+        proc = next(p for p in self.procs if p.name == name)
+        root = psutil.Process(proc.popen.pid)
+        victims = [root, *root.children(recursive=True)]
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.NoSuchProcess:
+                pass
+        _signal_group(proc.popen.pid, signal.SIGKILL)
+        psutil.wait_procs(victims, timeout=30)
+        proc.popen.wait(timeout=30)
+        self.procs.remove(proc)
+        return [v.pid for v in victims]
+
     def check_alive(self) -> None:
         dead = [p for p in self.procs if not p.running]
         if dead:
@@ -250,6 +271,7 @@ class Deployment:
         self._secret_key = secrets.token_urlsafe(32)
         self._log_port = free_port()
         self._trigger_log_port = free_port()
+        self._worker_log_start = 0
 
     # -- public --------------------------------------------------------------------------------
 
@@ -281,24 +303,22 @@ class Deployment:
         self.procs.start("scheduler", [airflow, "scheduler"], env)
         self.procs.start("dag-processor", [airflow, "dag-processor"], env)
         self.procs.start("triggerer", [airflow, "triggerer"], env)
-        worker_env = dict(env)
-        # Task instances run by this worker report this name as their hostname (and only these:
-        # no other process has the callable), so `hostname` proves where a task ran.
-        worker_env[WORKER_HOSTNAME_ENV] = self.worker_hostname
-        worker_env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tests.e2e.worker_identity.hostname"
-        self.procs.start("celery-worker", [airflow, "celery", "worker", "--concurrency", "2",
-                                           "--celery-hostname", f"{self.worker_hostname}@%h"], worker_env)
+        self._start_worker()
 
         wait_for("the API server", lambda: self.session.get(f"{self.base_url}/api/v2/monitor/health",
                                                             timeout=5).ok, 180, self.procs)
         self.login()
         wait_for("scheduler, dag-processor and triggerer to be healthy", self._components_healthy, 180,
                  self.procs)
-        wait_for("the Celery worker to be ready", lambda: " ready." in tail(self.artifacts / "celery-worker.log",
-                                                                           400), 180, self.procs)
+        self._wait_for_worker()
         wait_for(f"DAG {DAG_ID} to be parsed", self._dag_parsed, 180, self.procs, interval_s=2)
         self._store_icr_connection()
         self.timings["ready"] = time.monotonic() - t0
+
+    def replace_worker(self) -> None:
+        """Start a new Celery worker (after the test killed the old one, a lost node), same name."""
+        self._start_worker()
+        self._wait_for_worker()
 
     def stop(self) -> None:
         self.procs.stop()
@@ -351,8 +371,11 @@ class Deployment:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            # A retried task (test_task_killed) waits seconds, not the default minutes.
+            # A retried task (test_task_killed) waits seconds, not the default minutes, and a task
+            # whose worker died is found in about a minute instead of five.
             "ICR_SYNC_RETRY_DELAY_SECONDS": "5",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "AIRFLOW_CONN_ICR_DEFAULT": json.dumps(self.icr_connection),
             "AIRFLOW_CONN_ICR_WAREHOUSE": json.dumps(self.warehouse_connection),
         }
@@ -516,6 +539,25 @@ class Deployment:
         ], {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         wait_for("the ICR simulator", info.exists, 60, self.procs, interval_s=0.2)
         self.simulator = json.loads(info.read_text())
+
+    def _start_worker(self) -> None:
+        worker_env = self.env()
+        # Task instances run by this worker report this name as their hostname (and only these:
+        # no other process has the callable), so `hostname` proves where a task ran.
+        worker_env[WORKER_HOSTNAME_ENV] = self.worker_hostname
+        worker_env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tests.e2e.worker_identity.hostname"
+        log = self.artifacts / "celery-worker.log"
+        self._worker_log_start = log.stat().st_size if log.exists() else 0  # a replacement appends
+        self.procs.start("celery-worker", [str(AIRFLOW_BIN), "celery", "worker", "--concurrency", "2",
+                                           "--celery-hostname", f"{self.worker_hostname}@%h"], worker_env)
+
+    def _wait_for_worker(self) -> None:
+        def ready() -> bool:
+            with (self.artifacts / "celery-worker.log").open("rb") as f:
+                f.seek(self._worker_log_start)
+                return b" ready." in f.read()
+
+        wait_for("the Celery worker to be ready", ready, 180, self.procs)
 
     def _components_healthy(self) -> bool:
         health = self.session.get(f"{self.base_url}/api/v2/monitor/health", timeout=10).json()

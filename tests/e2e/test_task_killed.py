@@ -1,13 +1,18 @@
-"""A task process killed by the machine (the OOM killer, a preempted node) on a real Airflow 3
-deployment (CeleryExecutor): Airflow retries the task and the warehouse ends up exactly right.
+"""A task process killed by the machine (the OOM killer), or a whole worker lost (a preempted
+node), on a real Airflow 3 deployment (CeleryExecutor): Airflow retries the task and the
+warehouse ends up exactly right.
 
 Each test stops a task at a known point without touching product code, finds the task process
 (the Celery worker's process holding that task's PostgreSQL session or its connection to the
-simulator), SIGKILLs it, and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the e2e deployment):
+simulator), SIGKILLs it, and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the
+e2e deployment):
 * in the load: the test holds an ``ACCESS EXCLUSIVE`` lock on ``icr_installation_daily``, so the
   load's one transaction waits there after merging the installations, history and permissions;
   nothing of it may be visible after the kill, and the retry must finish from the staged
   snapshot without fetching again;
+* the same, but the whole Celery worker dies with it (worker, supervisor, task process): nothing
+  reports the failure, the scheduler must find the task by its missing heartbeats (timeout 60 s
+  in the e2e deployment) and a replacement worker runs the retry;
 * in the extract: the simulator answers slowly (latency) and the page size is small, so the task
   is killed while paging (found by its connection to the simulator); the retry must read the API
   again from the start, with nothing of the killed try left over.
@@ -17,8 +22,10 @@ Run alone: ``pytest -m e2e -s tests/e2e/test_task_killed.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Past days of their own, apart from the other e2e tests' days.
 TODAY = datetime.now(timezone.utc).date()
-LOAD_DAY, EXTRACT_DAY = TODAY - timedelta(days=20), TODAY - timedelta(days=21)
+LOAD_DAY, EXTRACT_DAY, LOST_DAY = (TODAY - timedelta(days=n) for n in (20, 21, 22))
 HELD_TABLE = "icr_installation_daily"
 TASKS = ("migrate_warehouse", "extract_installations", "load_warehouse", "verify_load", "publish")
 
@@ -92,9 +99,9 @@ def _wait_for_task(dep: Deployment, run_id: str, task_id: str, what: str, probe)
     return found
 
 
-def _kill_task_process(dep: Deployment, *, local_port: int | None = None, remote_port: int | None = None) -> int:
-    """SIGKILL the Celery worker's process with a TCP socket from ``local_port`` (its PostgreSQL
-    session's client port) or to ``remote_port`` (the simulator's): its task process."""
+def _task_process(dep: Deployment, *, local_port: int | None = None, remote_port: int | None = None) -> int:
+    """The pid of the Celery worker's process with a TCP socket from ``local_port`` (its PostgreSQL
+    session's client port) or to ``remote_port`` (the simulator's): the task process."""
     import psutil
 
     worker = dep.procs.pid("celery-worker")
@@ -107,21 +114,28 @@ def _kill_task_process(dep: Deployment, *, local_port: int | None = None, remote
             except psutil.NoSuchProcess:
                 pass
     assert len(pids) == 1, f"expected one task process of the Celery worker {worker} on that socket, found {pids}"
-    pid = pids.pop()
+    return pids.pop()
+
+
+def _kill_task_process(dep: Deployment, **port: int) -> int:
+    """SIGKILL the task process (as the OOM killer would); the worker and its supervisor live on."""
+    import psutil
+
+    pid = _task_process(dep, **port)
     proc = psutil.Process(pid)
     os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
     return pid
 
 
-def _wait_for_retry(dep: Deployment, run_id: str, task_id: str) -> dict[str, Any]:
+def _wait_for_retry(dep: Deployment, run_id: str, task_id: str, timeout_s: float = 120) -> dict[str, Any]:
     def pending() -> dict[str, Any] | None:
         ti = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
         retried = ti["state"] in ("up_for_retry", "scheduled", "queued", "running", "success") and (
             ti["state"] == "up_for_retry" or ti["try_number"] == 2)
         return ti if retried else None
 
-    return wait_for(f"Airflow to retry the killed {task_id}", pending, 120, dep.procs)
+    return wait_for(f"Airflow to retry the killed {task_id}", pending, timeout_s, dep.procs)
 
 
 def _finish_and_check(dep: Deployment, run_id: str, day: date, retried: str) -> list[tuple[int, str]]:
@@ -184,20 +198,22 @@ def migrated(airflow_deployment: Deployment) -> Deployment:
     return airflow_deployment
 
 
-# -- tests --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _load_held_at_daily(dep: Deployment, day: date, tag: str) -> Iterator[dict[str, Any]]:
+    """Trigger a run and hold its load inside its transaction, on the lock of ``HELD_TABLE``.
 
-
-def test_task_process_killed_mid_load_is_retried_by_airflow(migrated: Deployment, say):
+    Yields ``run_id``, the waiting session's ``backend`` pid and client ``port``, and ``check()``,
+    which asserts that nothing of the load is visible yet; lets go of the lock on exit (the dead
+    session's statement then ends and rolls back)."""
     import psycopg
 
-    dep = migrated
     _quiet_dag(dep)
     holder = psycopg.connect(dep.warehouse_dsn, connect_timeout=10)
     try:
         before = _published(holder)
         holder.execute(f"LOCK TABLE {HELD_TABLE} IN ACCESS EXCLUSIVE MODE")
         # A past day: read the API anyway, so the load has a whole snapshot to merge.
-        run_id = _trigger(dep, LOAD_DAY, "load", {"full_resync": True})
+        run_id = _trigger(dep, day, tag, {"full_resync": True})
 
         def load_waits() -> tuple[int, int, str] | None:
             # Its own session: pg_stat_activity is read once per transaction, the holder's is long.
@@ -210,21 +226,58 @@ def test_task_process_killed_mid_load_is_retried_by_airflow(migrated: Deployment
         backend, port, query = _wait_for_task(
             dep, run_id, "load_warehouse", f"the load of {run_id} to wait for the lock on {HELD_TABLE}", load_waits)
         assert HELD_TABLE in query, f"the waiting statement is not the load's daily snapshot: {query!r}"
-        pid = _kill_task_process(dep, local_port=port)
-        _wait_for_retry(dep, run_id, "load_warehouse")
 
-        # The killed load's transaction is still open (its session waits for the lock): nothing of
-        # it is visible, and the run is not recorded as done.
-        assert _published(holder) == before
-        status = holder.execute("SELECT status FROM icr_sync_runs WHERE run_id = %s", (run_id,)).fetchone()
-        assert status == ("running",), status
+        def check() -> None:
+            # The killed load's transaction is still open (its session waits for the lock): nothing
+            # of it is visible, and the run is not recorded as done.
+            assert _published(holder) == before
+            status = holder.execute("SELECT status FROM icr_sync_runs WHERE run_id = %s", (run_id,)).fetchone()
+            assert status == ("running",), status
+
+        yield {"run_id": run_id, "backend": backend, "port": port, "check": check}
     finally:
-        holder.rollback()  # lets go of the lock: the dead session's statement ends and rolls back
+        holder.rollback()
         holder.close()
 
-    states = _finish_and_check(dep, run_id, LOAD_DAY, "load_warehouse")
-    say(f"\ne2e kill in the load: task process {pid} SIGKILLed while its session {backend} waited on "
-        f"{HELD_TABLE}; nothing published; load_warehouse tries {states}; {run_id} equals the simulator")
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_task_process_killed_mid_load_is_retried_by_airflow(migrated: Deployment, say):
+    dep = migrated
+    with _load_held_at_daily(dep, LOAD_DAY, "load") as held:
+        pid = _kill_task_process(dep, local_port=held["port"])
+        _wait_for_retry(dep, held["run_id"], "load_warehouse")
+        held["check"]()
+
+    states = _finish_and_check(dep, held["run_id"], LOAD_DAY, "load_warehouse")
+    say(f"\ne2e kill in the load: task process {pid} SIGKILLed while its session {held['backend']} waited on "
+        f"{HELD_TABLE}; nothing published; load_warehouse tries {states}; {held['run_id']} equals the simulator")
+
+
+def test_worker_lost_mid_load_is_retried_on_a_new_worker(migrated: Deployment, say):
+    """The whole worker dies (a lost node: Celery, the supervisor and the task process at once).
+    Nothing reports the failure: Airflow's scheduler finds the task by its missing heartbeats
+    (60 s in the e2e deployment), and a replacement worker runs the retry."""
+    import psutil
+
+    dep = migrated
+    with _load_held_at_daily(dep, LOST_DAY, "lost") as held:
+        task_pid = _task_process(dep, local_port=held["port"])
+        killed = dep.procs.kill("celery-worker")
+        assert task_pid in killed and not psutil.pid_exists(task_pid), (task_pid, killed)
+        held["check"]()
+    dep.replace_worker()
+    retry = _wait_for_retry(dep, held["run_id"], "load_warehouse", timeout_s=240)
+    scheduler_log = (dep.artifacts / "scheduler.log").read_text(errors="replace")
+    assert any("without a heartbeat" in line and f"'Run Id': '{held['run_id']}'" in line
+               for line in scheduler_log.splitlines()), "the scheduler did not report the lost task's heartbeat"
+
+    states = _finish_and_check(dep, held["run_id"], LOST_DAY, "load_warehouse")
+    say(f"\ne2e lost worker: {len(killed)} processes of the Celery worker SIGKILLed (task process {task_pid}) "
+        f"while the load waited on {HELD_TABLE}; the scheduler failed the try on missing heartbeats "
+        f"(seen as {retry['state']}); a new worker ran the retry; load_warehouse tries {states}; "
+        f"{held['run_id']} equals the simulator")
 
 
 def test_task_process_killed_mid_fetch_is_retried_by_airflow(migrated: Deployment, say):

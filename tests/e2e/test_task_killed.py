@@ -23,8 +23,6 @@ Run alone: ``pytest -m e2e -s tests/e2e/test_task_killed.py``.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -123,7 +121,7 @@ def _kill_task_process(dep: Deployment, **port: int) -> int:
 
     pid = _task_process(dep, **port)
     proc = psutil.Process(pid)
-    os.kill(pid, signal.SIGKILL)
+    proc.kill()
     proc.wait(timeout=30)
     return pid
 
@@ -131,8 +129,9 @@ def _kill_task_process(dep: Deployment, **port: int) -> int:
 def _wait_for_retry(dep: Deployment, run_id: str, task_id: str, timeout_s: float = 120) -> dict[str, Any]:
     def pending() -> dict[str, Any] | None:
         ti = dep.api_json("GET", f"dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-        retried = ti["state"] in ("up_for_retry", "scheduled", "queued", "running", "success") and (
-            ti["state"] == "up_for_retry" or ti["try_number"] == 2)
+        # Up for retry, or already past it: the second try scheduled, queued, running or done.
+        retried = ti["state"] == "up_for_retry" or (
+            ti["try_number"] == 2 and ti["state"] in ("scheduled", "queued", "running", "success"))
         return ti if retried else None
 
     return wait_for(f"Airflow to retry the killed {task_id}", pending, timeout_s, dep.procs)
@@ -194,7 +193,7 @@ def migrated(airflow_deployment: Deployment) -> Deployment:
     try:
         migrate(warehouse)
     finally:
-        warehouse.engine.dispose()
+        warehouse.dispose()
     return airflow_deployment
 
 

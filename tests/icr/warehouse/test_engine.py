@@ -113,6 +113,7 @@ def test_the_write_ahead_log_is_cut_back_after_a_large_load(tmp_path, monkeypatc
     """While any connection stays open (a dashboard's), SQLite keeps the WAL at its largest size;
     the warehouse asks SQLite to cut it back to SQLITE_WAL_LIMIT_BYTES once it has been emptied."""
     import icr.warehouse.engine as engine
+    from icr.warehouse.engine import SQLITE_PAGE_SIZE
 
     limit = 256 * 1024
     monkeypatch.setattr(engine, "SQLITE_WAL_LIMIT_BYTES", limit)
@@ -123,9 +124,11 @@ def test_the_write_ahead_log_is_cut_back_after_a_large_load(tmp_path, monkeypatc
         with wh.write() as conn:
             conn.exec_driver_sql("CREATE TABLE big (pad TEXT)")
             conn.exec_driver_sql("INSERT INTO big WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
-                                 "WHERE i < 8000) SELECT printf('%.1000c', 'x') FROM n")
+                                 "WHERE i < 40000) SELECT printf('%.1000c', 'x') FROM n")
         grown = (tmp_path / "wal.sqlite-wal").stat().st_size
-        assert grown > 4 * limit  # the one large transaction went through the log
+        # the one large transaction went through the log, past SQLite's checkpoint threshold
+        # (1,000 pages: 16 MB with the warehouse's 16 KB pages)
+        assert grown > 4 * limit and grown > 1000 * SQLITE_PAGE_SIZE
         for value in range(3):  # the following small writes find the log checkpointed and reset it
             with wh.write() as conn:
                 conn.exec_driver_sql(f"INSERT INTO big VALUES ('{value}')")
@@ -133,3 +136,34 @@ def test_the_write_ahead_log_is_cut_back_after_a_large_load(tmp_path, monkeypatc
     finally:
         reader.close()
         wh.dispose()
+
+
+def test_a_new_sqlite_warehouse_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    """A load's every page goes through the write-ahead log, which SQLite searches one hash table
+    per 4,096 frames: larger pages mean fewer frames. Only a new file can take the size; a file
+    that already exists (a warehouse from an earlier release) keeps its pages and still works."""
+    from icr.warehouse.engine import SQLITE_PAGE_SIZE
+
+    assert SQLITE_PAGE_SIZE > 4096
+    fresh = Warehouse.from_url(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    old_path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(old_path)
+    old.execute("CREATE TABLE t (x INTEGER)")  # SQLite's own default page size
+    old.commit()
+    old.close()
+    existing = Warehouse.from_url(f"sqlite:///{old_path}")
+    try:
+        for wh in (fresh, existing):
+            with wh.write() as conn:
+                conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with fresh.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == SQLITE_PAGE_SIZE
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        with existing.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 4096
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
+    finally:
+        fresh.dispose()
+        existing.dispose()

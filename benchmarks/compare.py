@@ -145,6 +145,10 @@ def compare(old: dict[str, Any], new: dict[str, Any], threshold: float = 0.10) -
     common = sorted(set(old_sizes) & set(new_sizes))
     for n in common:
         section(f"== {n:,} installations ==", SIZE_METRICS, old_sizes[n], new_sizes[n])
+        pages = [(s.get("sqlite") or {}).get("page_size", 4096 if s.get("sqlite") else None)
+                 for s in (old_sizes[n], new_sizes[n])]
+        if None not in pages and pages[0] != pages[1]:  # results before the field existed: 4 KB
+            lines.append(f"  note: SQLite page size differs ({pages[0]} vs {pages[1]} bytes)")
     only = sorted(set(old_sizes) ^ set(new_sizes))
     if only:
         lines.append("")

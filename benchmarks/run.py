@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -311,7 +312,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         out["rerun_changes"] = third
 
         if opts.sqlite:
-            out["sqlite"] = measure_sqlite(sim, conn, common, n, workdir)
+            out["sqlite"] = measure_sqlite(sim, conn, common, n, workdir, opts.sqlite_page_size)
 
         if with_proxy:
             proxy = Proxy("127.0.0.1:5432", opts.proxy_delay_ms)
@@ -337,17 +338,43 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
     return out
 
 
-def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, workdir: Path) -> dict[str, Any]:
+def new_sqlite_file(path: Path, page_size: int) -> None:
+    """An empty warehouse file with the given page size, as an earlier release would have made it.
+
+    The warehouse sets its own page size only on a file that does not exist yet; WAL mode writes
+    the file's first page, which fixes the size.
+    """
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"PRAGMA page_size = {int(page_size)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+def sqlite_page_size(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, workdir: Path,
+                   page_size: int | None = None) -> dict[str, Any]:
     """The same three syncs into an SQLite file, the warehouse a new user gets by default.
 
     SQLite has no tuple counters: the rows each run wrote are the load's own counts (the test
     suite checks them against the tables). File growth is the database file after the worker
-    exited (its last connection checkpoints the WAL into the file).
+    exited (its last connection checkpoints the WAL into the file). With ``page_size`` the file
+    is made beforehand with that page size (to compare with the warehouse's own choice).
     """
     path = workdir / f"sqlite-{n}.db"
     out: dict[str, Any] = {"file": "sqlite (default warehouse)"}
     upd, rem = _changes(n)
     try:
+        if page_size:
+            new_sqlite_file(path, page_size)
         for label, key in RUNS:
             if key == "rerun_changes":
                 sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
@@ -362,6 +389,7 @@ def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, wo
             r["written"]["rewritten"] = r["written"]["upd"] + r["written"]["del"]
             r["file_growth_bytes"] = path.stat().st_size - before
             out[key] = r
+        out["page_size"] = sqlite_page_size(path)
         out["rerun_changes"]["changes"] = {"updated": upd, "removed": rem}
     finally:
         for leftover in workdir.glob(f"sqlite-{n}.db*"):
@@ -632,7 +660,8 @@ def render(result: dict[str, Any]) -> str:
                          f"{counts:>20}{_f(sd['size_growth_bytes'] / 1e6, 1) + ' MB':>14}")
         lite = size.get("sqlite")
         if lite:
-            lines.append("SQLite (the default warehouse), the same syncs into a file (rows: the load's counts):")
+            pages = f", {lite['page_size'] // 1024} KB pages" if lite.get("page_size") else ""
+            lines.append(f"SQLite (the default warehouse{pages}), the same syncs into a file (rows: the load's counts):")
             lines.append(f"{'run':<30}{'wall s':>9}{'extract s':>11}{'load s':>9}{'peak RSS':>10}"
                          f"{'ins/upd/del':>20}{'file growth':>14}")
             for label, key in RUNS:
@@ -713,6 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-db", action="store_true")
     p.add_argument("--no-sqlite", dest="sqlite", action="store_false",
                    help="skip the same syncs into an SQLite file (the default warehouse)")
+    p.add_argument("--sqlite-page-size", type=int, metavar="BYTES",
+                   help="make the SQLite file with this page size first (default: the warehouse's own, "
+                        "icr.warehouse.engine.SQLITE_PAGE_SIZE; 4096 is what earlier releases made)")
     opts = p.parse_args(argv)
 
     if opts.smoke:

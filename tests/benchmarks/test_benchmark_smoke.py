@@ -82,7 +82,10 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     assert lite["sync"]["file_growth_bytes"] > 0
     (target,) = [t for t in result["targets"] if t["target"] == "SQLite no-change rerun rows rewritten @ 2,000"]
     assert target["met"] is True
-    assert "SQLite (the default warehouse)" in result["table"]
+    from icr.warehouse.engine import SQLITE_PAGE_SIZE
+
+    assert lite["page_size"] == SQLITE_PAGE_SIZE
+    assert f"SQLite (the default warehouse, {SQLITE_PAGE_SIZE // 1024} KB pages)" in result["table"]
 
     conc = result["concurrency"]
     _positive(conc["speedup"], "concurrency speedup")

@@ -93,3 +93,19 @@ def test_cli_exit_code_and_clear_errors(tmp_path, capsys):
         compare.main([str(old), str(bad)])
     with pytest.raises(SystemExit, match="cannot read benchmark result .*missing.json"):
         compare.main([str(old), str(tmp_path / "missing.json")])
+
+
+def test_a_different_sqlite_page_size_is_noted():
+    """Results written before the field existed had SQLite's default 4 KB pages."""
+    old, new = _result(), _result()
+    lite = {"sync": {"end_to_end_seconds": 9.0, "peak_rss_mb": 200.0}, "rerun_no_change": {"end_to_end_seconds": 4.0}}
+    old["sizes"][0]["sqlite"] = copy.deepcopy(lite)
+    new["sizes"][0]["sqlite"] = {**copy.deepcopy(lite), "page_size": 16384}
+    text, _ = compare.compare(old, new)
+    assert "SQLite page size differs (4096 vs 16384 bytes)" in text
+    old["sizes"][0]["sqlite"]["page_size"] = 16384
+    text, _ = compare.compare(old, new)
+    assert "page size differs" not in text
+    del new["sizes"][0]["sqlite"]  # a run without SQLite: nothing to say
+    text, _ = compare.compare(old, new)
+    assert "page size differs" not in text

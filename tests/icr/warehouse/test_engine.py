@@ -148,7 +148,8 @@ def test_a_new_sqlite_warehouse_gets_large_pages_and_an_existing_one_keeps_its_o
     fresh = Warehouse.from_url(f"sqlite:///{tmp_path / 'new.sqlite'}")
     old_path = tmp_path / "old.sqlite"
     old = sqlite3.connect(old_path)
-    old.execute("CREATE TABLE t (x INTEGER)")  # SQLite's own default page size
+    old.execute("PRAGMA page_size = 4096")  # SQLite's usual default, what earlier releases made
+    old.execute("CREATE TABLE t (x INTEGER)")
     old.commit()
     old.close()
     existing = Warehouse.from_url(f"sqlite:///{old_path}")

@@ -29,7 +29,7 @@ DEFAULT_CONN_ID = "icr_warehouse"
 DEFAULT_SQLITE_NAME = "icr_warehouse.sqlite"
 SQLITE_BUSY_TIMEOUT_S = 120
 # SQLite keeps its write-ahead log at the largest size it ever reached (a first load of a million
-# installations grows it to about 5 GB) while any connection stays open, e.g. a dashboard's.
+# installations grows it to several GB) while any connection stays open, e.g. a dashboard's.
 # Above this size it is cut back once a checkpoint has emptied it.
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # Page size of a new SQLite warehouse (SQLite's default is 4096). A load is one transaction whose

@@ -145,9 +145,8 @@ def compare(old: dict[str, Any], new: dict[str, Any], threshold: float = 0.10) -
     common = sorted(set(old_sizes) & set(new_sizes))
     for n in common:
         section(f"== {n:,} installations ==", SIZE_METRICS, old_sizes[n], new_sizes[n])
-        pages = [(s.get("sqlite") or {}).get("page_size", 4096 if s.get("sqlite") else None)
-                 for s in (old_sizes[n], new_sizes[n])]
-        if None not in pages and pages[0] != pages[1]:  # results before the field existed: 4 KB
+        pages = _sqlite_page_size(old_sizes[n]), _sqlite_page_size(new_sizes[n])
+        if None not in pages and pages[0] != pages[1]:
             lines.append(f"  note: SQLite page size differs ({pages[0]} vs {pages[1]} bytes)")
     only = sorted(set(old_sizes) ^ set(new_sizes))
     if only:
@@ -170,6 +169,12 @@ def compare(old: dict[str, Any], new: dict[str, Any], threshold: float = 0.10) -
     lines.append("targets whose status changed:" if changed else "targets: no status changed")
     lines.extend(changed)
     return "\n".join(lines), rows
+
+
+def _sqlite_page_size(size: dict[str, Any]) -> int | None:
+    """None when the run measured no SQLite; results written before the field existed had 4 KB."""
+    lite = size.get("sqlite")
+    return lite.get("page_size", 4096) if lite else None
 
 
 def _status(target: dict[str, Any]) -> str:

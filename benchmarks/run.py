@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -344,20 +345,14 @@ def new_sqlite_file(path: Path, page_size: int) -> None:
     The warehouse sets its own page size only on a file that does not exist yet; WAL mode writes
     the file's first page, which fixes the size.
     """
-    conn = sqlite3.connect(path)
-    try:
+    with closing(sqlite3.connect(path)) as conn:
         conn.execute(f"PRAGMA page_size = {int(page_size)}")
         conn.execute("PRAGMA journal_mode = WAL")
-    finally:
-        conn.close()
 
 
 def sqlite_page_size(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
+    with closing(sqlite3.connect(path)) as conn:
         return int(conn.execute("PRAGMA page_size").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, workdir: Path,

@@ -40,6 +40,16 @@ def _path(*keys: str) -> Callable[[dict[str, Any]], Any]:
     return get
 
 
+def _cpu(step: str, key: str) -> Callable[[dict[str, Any]], Any]:
+    """One figure of the CPU table (``derived.cpu``, a list of steps) of a size."""
+    def get(size: dict[str, Any]) -> Any:
+        for row in _path("derived", "cpu")(size) or []:
+            if row.get("step") == step:
+                return row.get(key)
+        return None
+    return get
+
+
 # Per size (one entry of result["sizes"]).
 SIZE_METRICS = (
     Metric("end to end s (sync #1)", _path("sync", "end_to_end_seconds")),
@@ -57,6 +67,9 @@ SIZE_METRICS = (
     Metric("  same, no-change rerun (x)", _path("derived", "rerun_no_change", "speedup_vs_stock"),
            lower_is_better=False, digits=1),
     Metric("WAL MB in sync #1", _path("sync", "server_io", "wal_mb"), digits=0),
+    Metric("CPU s, extract: worker", _cpu("sync #1 extract", "process")),
+    Metric("CPU s, extract: PostgreSQL", _cpu("sync #1 extract", "postgresql")),
+    Metric("CPU s, merge: PostgreSQL", _cpu("sync #1 merge", "postgresql")),
     Metric("no-change rerun s", _path("rerun_no_change", "end_to_end_seconds")),
     Metric("no-change rerun rows rewritten", _path("rerun_no_change", "state", "rewritten"), digits=0),
     Metric("1%/0.5% rerun s", _path("rerun_changes", "end_to_end_seconds")),

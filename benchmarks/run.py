@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 PG_ADMIN_URL = os.environ.get("ICR_BENCH_PG_URL", os.environ.get("ICR_TEST_PG_URL",
@@ -143,6 +145,8 @@ class Database:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
         self.url = self.admin_url.rsplit("/", 1)[0] + "/" + name
+        with self.connect() as conn:  # for CPU accounting, when the server runs on this machine
+            self.postmaster = cpu.postmaster_pid(int(conn.execute("SELECT pg_backend_pid()").fetchone()[0]))
 
     def url_via(self, port: int) -> str:
         from urllib.parse import urlsplit, urlunsplit
@@ -264,7 +268,8 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
     proxy = None
     try:
         conn = sim.conn_json(page_size=opts.page_size, concurrency=opts.concurrency)
-        common = {"page_size": opts.page_size, "concurrency": opts.concurrency}
+        common = {"page_size": opts.page_size, "concurrency": opts.concurrency,
+                  "cpu_pids": {"postgresql": db.postmaster, "simulator": sim.proc.pid}}
 
         log("fetch-only floor")
         out["fetch_only"] = worker("fetch", conn, **common)
@@ -313,7 +318,8 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         out["rerun_changes"] = third
 
         if opts.sqlite:
-            out["sqlite"] = measure_sqlite(sim, conn, common, n, workdir, opts.sqlite_page_size)
+            lite = {**common, "cpu_pids": {"simulator": sim.proc.pid}}
+            out["sqlite"] = measure_sqlite(sim, conn, lite, n, workdir, opts.sqlite_page_size)
 
         if with_proxy:
             proxy = Proxy("127.0.0.1:5432", opts.proxy_delay_ms)
@@ -321,7 +327,8 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
             dbs.append(pdb)
             via = pdb.url_via(proxy.port)
             log(f"through a {opts.proxy_delay_ms} ms-each-way proxy: sync of {sim.admin('GET', '/_sim/state')['count']:,}")
-            psync = worker("sync", conn, warehouse_url=via, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+            plain = {k: v for k, v in common.items() if k != "cpu_pids"}
+            psync = worker("sync", conn, warehouse_url=via, run_id=f"bench-{uuid.uuid4().hex[:8]}", **plain)
             psample = min(n, opts.proxy_stock_sample)
             log(f"through the proxy: stock baseline on {psample:,} records")
             pstock = worker("stock", conn, sample=psample, table="icr_stock_installations", libpq_url=via,
@@ -455,6 +462,27 @@ def _same_records(sync: dict[str, Any], stock: dict[str, Any], n: int) -> dict[s
             **_against_stock(ours_stage + sync["load_wall"], _stock_seconds(stock, "first", n), stock)}
 
 
+def _cpu_rows(size: dict[str, Any]) -> list[dict[str, Any]]:
+    """CPU seconds per process over the floor's fetch and sync #1's two steps (and SQLite's):
+    which process a step waited on, and how much of the machine it left idle."""
+    steps = [("floor: fetch only", size["fetch_only"], "cpu_seconds", "seconds"),
+             ("sync #1 extract", size["sync"], "extract", "extract_wall"),
+             ("sync #1 merge", size["sync"], "load", "load_wall")]
+    lite = (size.get("sqlite") or {}).get("sync")
+    if lite:
+        steps += [("SQLite sync #1 extract", lite, "extract", "extract_wall"),
+                  ("SQLite sync #1 load", lite, "load", "load_wall")]
+    rows = []
+    for label, run, key, wall_key in steps:
+        seconds = run.get("cpu_seconds")
+        seconds = seconds.get(key) if seconds and key != "cpu_seconds" else seconds
+        if not seconds:  # a result file from before the benchmark measured CPU
+            continue
+        wall = run[wall_key]
+        rows.append({"step": label, "wall_seconds": wall, **seconds, "cpus_busy": cpu.busy(seconds, wall)})
+    return rows
+
+
 def derive(size: dict[str, Any]) -> dict[str, Any]:
     n = size["installations"]
     s = size["sync"]
@@ -485,6 +513,7 @@ def derive(size: dict[str, Any]) -> dict[str, Any]:
         **_vs_stock(s, size["stock"], "first", n),
         "same_records": _same_records(s, size["stock"], n),
     }
+    d["cpu"] = _cpu_rows(size)
     # The nightly case: nothing changed. Ours reads, compares and writes the daily snapshot;
     # the stock path upserts (rewrites) every row again.
     if size.get("rerun_no_change") and "rerun" in size["stock"]:
@@ -622,6 +651,14 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  (for comparison, not the target's floor: fetch only + bare COPY of all {len(WRITTEN_TABLES)} "
                          f"tables the sync writes, {fa['rows']:,} rows, = {fa['seconds']:.2f} s; "
                          f"end to end = {fa['e2e_over_floor']:.2f} x that)")
+        if d.get("cpu"):
+            lines.append(f"{'CPU seconds (user+sys)':<34}{'wall s':>8}{'worker':>9}{'PostgreSQL':>12}"
+                         f"{'simulator':>11}{'CPUs busy':>11}")
+            for c in d["cpu"]:
+                lines.append(f"{c['step']:<34}{_f(c['wall_seconds'], 2):>8}{_f(c['process'], 2):>9}"
+                             f"{_f(c['postgresql'], 2):>12}{_f(c['simulator'], 2):>11}{_f(c['cpus_busy'], 2):>11}")
+            lines.append(f"  worker = the process running the fetch or the sync (all its threads); CPUs busy = "
+                         f"the three together / wall, of {result['meta']['cpus']} CPUs")
         same = d.get("same_records")
         if same:
             lines.append(f"normalize+load, both on the same {same['stock_sample']:,} records in memory (extrapolated "

@@ -38,6 +38,7 @@ def _peak_mb() -> float:
 
 
 def task_sync(args: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks import cpu
     from icr.hooks import ICRHook
     from icr.sync import SyncSettings, cleanup, extract, load, migrate, verify
     from icr.warehouse.engine import Warehouse
@@ -53,13 +54,18 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
     hook = ICRHook(icr_conn_id="icr_default")
     settings = SyncSettings(page_size=args.get("page_size"), concurrency=args.get("concurrency"))
     run = RunContext(run_id=args["run_id"], logical_date=datetime.now(timezone.utc), dag_id="icr_benchmark")
+    pids = args.get("cpu_pids")
     t0 = time.monotonic()
+    c0 = cpu.sample(pids)
     migrate(warehouse)
     t1 = time.monotonic()
+    c1 = cpu.sample(pids)
     extracted = extract(warehouse, hook, run, settings)
     t2 = time.monotonic()
+    c2 = cpu.sample(pids)
     loaded = load(warehouse, run, settings)
     t3 = time.monotonic()
+    c3 = cpu.sample(pids)
     verified = verify(warehouse, run)
     cleanup(warehouse, run)
     t4 = time.monotonic()
@@ -82,21 +88,26 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
         "api_requests": int(api_requests),
         "client_stats": stats,
         "breakdown_seconds": {k: round(v, 3) for k, v in sorted(timings.items(), key=lambda kv: -kv[1])},
+        "cpu_seconds": {"migrate": cpu.delta(c0, c1), "extract": cpu.delta(c1, c2), "load": cpu.delta(c2, c3)},
         "peak_rss_mb": _peak_mb(),
     }
 
 
 def task_fetch(args: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks import cpu
     from icr.hooks import ICRHook
 
     hook = ICRHook(icr_conn_id="icr_default")
     pager = hook.installations(page_size=args.get("page_size"), concurrency=args.get("concurrency"))
+    pids = args.get("cpu_pids")
     t0 = time.monotonic()
+    c0 = cpu.sample(pids)
     pages = records = 0
     for page in pager:
         pages += 1
         records += len(page.records)
     seconds = time.monotonic() - t0
+    cpu_seconds = cpu.delta(c0, cpu.sample(pids))
     return {
         "seconds": seconds,
         "pages": pages,
@@ -105,6 +116,7 @@ def task_fetch(args: dict[str, Any]) -> dict[str, Any]:
         "concurrency": pager.concurrency,
         "page_size": pager.page_size,
         "client_stats": hook.get_conn().stats.as_dict(),
+        "cpu_seconds": cpu_seconds,
         "peak_rss_mb": _peak_mb(),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -86,6 +87,23 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
 
     assert lite["page_size"] == SQLITE_PAGE_SIZE
     assert f"SQLite (the default warehouse, {SQLITE_PAGE_SIZE // 1024} KB pages)" in result["table"]
+
+    # CPU seconds per process for the fetch floor and sync #1's steps (PostgreSQL's when it is local)
+    steps = {c["step"]: c for c in d["cpu"]}
+    assert list(steps) == ["floor: fetch only", "sync #1 extract", "sync #1 merge",
+                           "SQLite sync #1 extract", "SQLite sync #1 load"]
+    for step in ("floor: fetch only", "sync #1 extract", "SQLite sync #1 extract"):
+        _positive(steps[step]["process"], f"{step}: worker CPU seconds")
+        assert steps[step]["simulator"] is not None and steps[step]["simulator"] >= 0
+        _positive(steps[step]["cpus_busy"], f"{step}: CPUs busy")
+    assert steps["SQLite sync #1 extract"]["postgresql"] is None  # not asked for: no server involved
+    if steps["sync #1 merge"]["postgresql"] is None:  # a server elsewhere: its processes are not visible
+        assert os.environ.get("ICR_REQUIRE_POSTGRES", "").lower() not in ("1", "true", "yes"), \
+            "CI's PostgreSQL runs on this machine: its CPU seconds must be measured"
+    else:  # the staging COPY and the merge run in the server
+        _positive(steps["sync #1 extract"]["postgresql"], "sync #1 extract: PostgreSQL CPU seconds")
+        _positive(steps["sync #1 merge"]["postgresql"], "sync #1 merge: PostgreSQL CPU seconds")
+    assert "CPU seconds (user+sys)" in result["table"]
 
     conc = result["concurrency"]
     _positive(conc["speedup"], "concurrency speedup")

@@ -61,6 +61,7 @@ SIZE_METRICS = (
     Metric("API requests", _path("sync", "api_requests"), digits=0),
     Metric("floor s (fetch only + bare COPY)", _path("derived", "floor", "seconds")),
     Metric("end to end / floor", _path("derived", "e2e_over_floor")),
+    Metric("  least this work allows / floor", _path("derived", "cpu_bound", "over_floor")),
     Metric("normalize+load vs stock (x)", _path("derived", "speedup_vs_stock"), lower_is_better=False, digits=1),
     Metric("  same, on the same records (x)", _path("derived", "same_records", "speedup_vs_stock"),
            lower_is_better=False, digits=1),

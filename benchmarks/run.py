@@ -483,6 +483,22 @@ def _cpu_rows(size: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cpu_bound(size: dict[str, Any], rows: list[dict[str, Any]], floor: float) -> dict[str, Any] | None:
+    """The least end-to-end time today's work allows on this machine: the extract's CPU seconds
+    (worker, PostgreSQL, simulator) spread perfectly over every CPU, plus the merge and the
+    other steps as measured (the merge is one transaction after the extract, one backend)."""
+    extract = next((r for r in rows if r["step"] == "sync #1 extract"), None)
+    cpus = os.cpu_count() or 1
+    if not extract or any(extract[k] is None for k in ("process", "postgresql", "simulator")):
+        return None
+    s = size["sync"]
+    total = extract["process"] + extract["postgresql"] + extract["simulator"]
+    rest = s["end_to_end_seconds"] - s["extract_wall"]
+    bound = total / cpus + rest
+    return {"extract_cpu_seconds": total, "cpus": cpus, "extract_spread_seconds": total / cpus,
+            "rest_seconds": rest, "seconds": bound, "over_floor": bound / floor if floor else None}
+
+
 def derive(size: dict[str, Any]) -> dict[str, Any]:
     n = size["installations"]
     s = size["sync"]
@@ -514,6 +530,7 @@ def derive(size: dict[str, Any]) -> dict[str, Any]:
         "same_records": _same_records(s, size["stock"], n),
     }
     d["cpu"] = _cpu_rows(size)
+    d["cpu_bound"] = _cpu_bound(size, d["cpu"], floor)
     # The nightly case: nothing changed. Ours reads, compares and writes the daily snapshot;
     # the stock path upserts (rewrites) every row again.
     if size.get("rerun_no_change") and "rerun" in size["stock"]:
@@ -659,6 +676,12 @@ def render(result: dict[str, Any]) -> str:
                              f"{_f(c['postgresql'], 2):>12}{_f(c['simulator'], 2):>11}{_f(c['cpus_busy'], 2):>11}")
             lines.append(f"  worker = the process running the fetch or the sync (all its threads); CPUs busy = "
                          f"the three together / wall, of {result['meta']['cpus']} CPUs")
+        cb = d.get("cpu_bound")
+        if cb:
+            lines.append(f"  least end to end this work allows here: sync #1's extract, {cb['extract_cpu_seconds']:.2f} "
+                         f"CPU-s, spread over all {cb['cpus']} CPUs = {cb['extract_spread_seconds']:.2f} s, + merge and "
+                         f"other steps as measured {cb['rest_seconds']:.2f} s = {cb['seconds']:.2f} s = "
+                         f"{cb['over_floor']:.2f} x floor")
         same = d.get("same_records")
         if same:
             lines.append(f"normalize+load, both on the same {same['stock_sample']:,} records in memory (extrapolated "

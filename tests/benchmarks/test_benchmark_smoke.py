@@ -103,6 +103,13 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     else:  # the staging COPY and the merge run in the server
         _positive(steps["sync #1 extract"]["postgresql"], "sync #1 extract: PostgreSQL CPU seconds")
         _positive(steps["sync #1 merge"]["postgresql"], "sync #1 merge: PostgreSQL CPU seconds")
+        bound = d["cpu_bound"]
+        ext = steps["sync #1 extract"]
+        assert bound["extract_cpu_seconds"] == pytest.approx(ext["process"] + ext["postgresql"] + ext["simulator"])
+        assert bound["seconds"] == pytest.approx(
+            bound["extract_cpu_seconds"] / bound["cpus"] + size["sync"]["end_to_end_seconds"] - size["sync"]["extract_wall"])
+        assert 0 < bound["seconds"] <= size["sync"]["end_to_end_seconds"] * 1.05  # a bound, not above the measured
+        assert "least end to end this work allows here" in result["table"]
     assert "CPU seconds (user+sys)" in result["table"]
 
     conc = result["concurrency"]

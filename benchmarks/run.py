@@ -465,7 +465,8 @@ def _same_records(sync: dict[str, Any], stock: dict[str, Any], n: int) -> dict[s
 def _cpu_rows(size: dict[str, Any]) -> list[dict[str, Any]]:
     """CPU seconds per process over the floor's fetch and sync #1's two steps (and SQLite's):
     which process a step waited on, and how much of the machine it left idle."""
-    steps = [("floor: fetch only", size["fetch_only"], "cpu_seconds", "seconds"),
+    # (label, the worker's result, its cpu_seconds entry — None: the whole of it —, its wall time)
+    steps = [("floor: fetch only", size["fetch_only"], None, "seconds"),
              ("sync #1 extract", size["sync"], "extract", "extract_wall"),
              ("sync #1 merge", size["sync"], "load", "load_wall")]
     lite = (size.get("sqlite") or {}).get("sync")
@@ -474,8 +475,8 @@ def _cpu_rows(size: dict[str, Any]) -> list[dict[str, Any]]:
                   ("SQLite sync #1 load", lite, "load", "load_wall")]
     rows = []
     for label, run, key, wall_key in steps:
-        seconds = run.get("cpu_seconds")
-        seconds = seconds.get(key) if seconds and key != "cpu_seconds" else seconds
+        seconds = run.get("cpu_seconds") or {}
+        seconds = seconds if key is None else seconds.get(key)
         if not seconds:  # a result file from before the benchmark measured CPU
             continue
         wall = run[wall_key]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+
+from tests.conftest import REQUIRE_PG
 
 pytestmark = pytest.mark.slow
 
@@ -98,8 +99,7 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
         _positive(steps[step]["cpus_busy"], f"{step}: CPUs busy")
     assert steps["SQLite sync #1 extract"]["postgresql"] is None  # not asked for: no server involved
     if steps["sync #1 merge"]["postgresql"] is None:  # a server elsewhere: its processes are not visible
-        assert os.environ.get("ICR_REQUIRE_POSTGRES", "").lower() not in ("1", "true", "yes"), \
-            "CI's PostgreSQL runs on this machine: its CPU seconds must be measured"
+        assert not REQUIRE_PG, "CI's PostgreSQL runs on this machine: its CPU seconds must be measured"
     else:  # the staging COPY and the merge run in the server
         _positive(steps["sync #1 extract"]["postgresql"], "sync #1 extract: PostgreSQL CPU seconds")
         _positive(steps["sync #1 merge"]["postgresql"], "sync #1 merge: PostgreSQL CPU seconds")

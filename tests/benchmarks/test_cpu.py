@@ -9,6 +9,7 @@ import time
 import pytest
 
 from benchmarks import cpu
+from tests.conftest import REQUIRE_PG, _libpq
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -46,12 +47,12 @@ def test_server_seconds_count_a_backend_after_its_connection_closed(pg_admin_url
     """A backend's CPU still counts once it has exited: the postmaster's reaped-children time."""
     import psycopg
 
-    url = pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
+    url = _libpq(pg_admin_url)
     with psycopg.connect(url) as conn:
         postmaster = cpu.postmaster_pid(int(conn.execute("SELECT pg_backend_pid()").fetchone()[0]))
     if postmaster is None:
         message = f"the PostgreSQL server at {pg_admin_url} is not a process on this machine"
-        if os.environ.get("ICR_REQUIRE_POSTGRES", "").lower() in ("1", "true", "yes"):
+        if REQUIRE_PG:
             pytest.fail(message + " (CI runs it locally: the benchmark's CPU figures need it)")
         pytest.skip(message)
     before = cpu.server_seconds(postmaster)

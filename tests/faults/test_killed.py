@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.conftest import _libpq
 from tests.faults.conftest import (
     ROOT, compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables,
 )
@@ -35,10 +36,6 @@ pytestmark = pytest.mark.faults
 
 N = 1000
 PAGE = 200
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def _admin(pg_admin_url, sql):

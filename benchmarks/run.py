@@ -268,16 +268,16 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
     proxy = None
     try:
         conn = sim.conn_json(page_size=opts.page_size, concurrency=opts.concurrency)
-        common = {"page_size": opts.page_size, "concurrency": opts.concurrency,
-                  "cpu_pids": {"postgresql": db.postmaster, "simulator": sim.proc.pid}}
+        common = {"page_size": opts.page_size, "concurrency": opts.concurrency}
+        measured = {**common, "cpu_pids": {"postgresql": db.postmaster, "simulator": sim.proc.pid}}
 
         log("fetch-only floor")
-        out["fetch_only"] = worker("fetch", conn, **common)
+        out["fetch_only"] = worker("fetch", conn, **measured)
 
         log("sync #1 (empty warehouse)")
         before: dict[str, int] = {}  # the table does not exist yet
         io = server_io(db)
-        first = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        first = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **measured)
         first["server_io"] = io_delta(db, io)
         first["state"] = _delta(before, db.table_stats(STATE))
         out["sync"] = first
@@ -304,7 +304,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
 
         log("sync #2 (no changes)")
         before = db.table_stats(STATE)
-        second = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        second = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **measured)
         second["state"] = _delta(before, db.table_stats(STATE))
         out["rerun_no_change"] = second
 
@@ -312,14 +312,13 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         log(f"sync #3 ({upd:,} updated, {rem:,} removed)")
         sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
         before = db.table_stats(STATE)
-        third = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
+        third = worker("sync", conn, warehouse_url=db.url, run_id=f"bench-{uuid.uuid4().hex[:8]}", **measured)
         third["state"] = _delta(before, db.table_stats(STATE))
         third["changes"] = {"updated": upd, "removed": rem}
         out["rerun_changes"] = third
 
         if opts.sqlite:
-            lite = {**common, "cpu_pids": {"simulator": sim.proc.pid}}
-            out["sqlite"] = measure_sqlite(sim, conn, lite, n, workdir, opts.sqlite_page_size)
+            out["sqlite"] = measure_sqlite(sim, conn, common, n, workdir, opts.sqlite_page_size)
 
         if with_proxy:
             proxy = Proxy("127.0.0.1:5432", opts.proxy_delay_ms)
@@ -327,8 +326,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
             dbs.append(pdb)
             via = pdb.url_via(proxy.port)
             log(f"through a {opts.proxy_delay_ms} ms-each-way proxy: sync of {sim.admin('GET', '/_sim/state')['count']:,}")
-            plain = {k: v for k, v in common.items() if k != "cpu_pids"}
-            psync = worker("sync", conn, warehouse_url=via, run_id=f"bench-{uuid.uuid4().hex[:8]}", **plain)
+            psync = worker("sync", conn, warehouse_url=via, run_id=f"bench-{uuid.uuid4().hex[:8]}", **common)
             psample = min(n, opts.proxy_stock_sample)
             log(f"through the proxy: stock baseline on {psample:,} records")
             pstock = worker("stock", conn, sample=psample, table="icr_stock_installations", libpq_url=via,
@@ -383,7 +381,7 @@ def measure_sqlite(sim: Simulator, conn: str, common: dict[str, Any], n: int, wo
             log(f"SQLite {label}")
             before = path.stat().st_size if path.exists() else 0
             r = worker("sync", conn, warehouse_url=f"sqlite:///{path}", run_id=f"bench-{uuid.uuid4().hex[:8]}",
-                       **common)
+                       cpu_pids={"simulator": sim.proc.pid}, **common)
             load = r["load"]
             r["written"] = {"ins": int(load.get("inserted") or 0),
                             "upd": int(load.get("updated") or 0) + int(load.get("restored") or 0),

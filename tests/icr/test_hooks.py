@@ -44,7 +44,8 @@ def test_hook_class_attributes():
 
 @needs_simulator
 def test_installations_through_the_hook(sim_conn, caplog):
-    sim = sim_conn(page_size="250", concurrency="2")
+    sim = sim_conn(page_size="250", concurrency="2", max_page_size="1000")
+    sim.config.max_page_size = 1000
     hook = ICRHook()
     client = hook.get_conn()
     assert isinstance(client, ICRClient) and hook.get_conn() is client

@@ -512,9 +512,13 @@ class ICRClient:
                 if response.raw is not None:
                     response.close()  # after a full read: the connection goes back to the pool
         except requests.Timeout as exc:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline() from None
             raise _Transient("timeout", None, f"timed out after {self.timeout:g}s ({type(exc).__name__})") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 urllib3.exceptions.HTTPError) as exc:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline() from None
             text = str(exc)
             if "timed out" in text.lower() or isinstance(exc, urllib3.exceptions.TimeoutError):
                 raise _Transient("timeout", None, f"timed out after {self.timeout:g}s while reading") from None
@@ -537,10 +541,7 @@ class ICRClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Transient(
-                    "timeout", None,
-                    f"the answer was still arriving after {self.timeout:g}s (the total deadline per request; "
-                    f"{size:,} bytes read)")
+                raise self._past_deadline(size)
             if sock is not None:  # no single read may outlast the deadline either
                 try:
                     sock.settimeout(min(self.timeout, remaining))
@@ -555,6 +556,11 @@ class ICRClient:
             parts.append(chunk)
         response._content = b"".join(parts)  # noqa: SLF001 - requests' own cache of the body
         response._content_consumed = True  # noqa: SLF001
+
+    def _past_deadline(self, size: int | None = None) -> _Transient:
+        read = f"; {size:,} bytes read" if size is not None else ""
+        return _Transient("timeout", None, f"the answer was still arriving after {self.timeout:g}s "
+                                           f"(the connection's timeout is the total deadline per request{read})")
 
     def _too_large(self, call: _Call, status: int, what: str) -> ICRAPIError:
         return ICRAPIError(

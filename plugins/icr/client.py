@@ -28,7 +28,10 @@ is rate limited, so concurrent paging slows down as a whole instead of hammering
 from __future__ import annotations
 
 import email.utils
+import heapq
 import ipaddress
+import itertools
+import socket
 import json
 import logging
 import random
@@ -46,6 +49,8 @@ import requests
 import tenacity
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from icr import __version__
 from icr.auth import AppJWT, mask
@@ -279,6 +284,92 @@ class RateGate:
         return f"RateGate(remaining={self.remaining():.3f}s)"
 
 
+# --------------------------------------------------------------------------- the per-request deadline
+
+
+class _Watchdog:
+    """One thread that shuts the socket of any request still waiting when its deadline passes.
+
+    Socket timeouts bound each read, not the request: a server that sends one byte of its headers
+    every second never trips them. Arming costs a lock and a heap push (no thread per request)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._socks: dict[int, socket.socket] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, sock: socket.socket) -> int:
+        token = next(self._ids)
+        with self._cond:
+            self._socks[token] = sock
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="icr-request-deadline", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._socks.pop(token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._socks):
+                    _, token = heapq.heappop(self._heap)
+                    sock = self._socks.pop(token, None)
+                    if sock is not None:
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+                        except OSError:
+                            pass
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+_DEADLINE = threading.local()  # .value: the deadline of this thread's current attempt
+
+
+class _DeadlineMixin:
+    """Arms the watchdog when the request is sent and the answer awaited (headers and body)."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = getattr(_DEADLINE, "value", None)
+        sock = getattr(self, "sock", None)
+        if deadline is not None and sock is not None:
+            _DEADLINE.token = _WATCHDOG.arm(deadline, sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections that honour the attempt's total deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
 # --------------------------------------------------------------------------- retry plumbing
 
 
@@ -368,7 +459,7 @@ class ICRClient:
         session.proxies.update(settings["proxies"])
         session.verify = settings["verify"]
         session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
+        adapter = _DeadlineAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -377,7 +468,7 @@ class ICRClient:
         """Let ``n`` threads keep their connections (the pager calls this for its concurrency)."""
         if n > self.pool_size:
             self.pool_size = n
-            adapter = HTTPAdapter(pool_connections=n, pool_maxsize=n, max_retries=0)
+            adapter = _DeadlineAdapter(pool_connections=n, pool_maxsize=n, max_retries=0)
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
 
@@ -496,6 +587,7 @@ class ICRClient:
         }
         self.stats.count_request()
         deadline = time.monotonic() + self.timeout
+        _DEADLINE.value, _DEADLINE.token = deadline, None
         try:
             response = self._session.request(
                 call.method,
@@ -523,6 +615,10 @@ class ICRClient:
             if "timed out" in text.lower() or isinstance(exc, urllib3.exceptions.TimeoutError):
                 raise _Transient("timeout", None, f"timed out after {self.timeout:g}s while reading") from None
             raise _Transient("reset", None, f"connection failed ({type(exc).__name__})") from None
+        finally:
+            if _DEADLINE.token is not None:
+                _WATCHDOG.disarm(_DEADLINE.token)
+            _DEADLINE.value = _DEADLINE.token = None
         return self._handle(call, response, token)
 
     def _read_body(self, call: _Call, response: requests.Response, deadline: float) -> None:
@@ -554,6 +650,8 @@ class ICRClient:
             if size > cap:
                 raise self._too_large(call, response.status_code, f"sent more than {cap:,} bytes")
             parts.append(chunk)
+        if time.monotonic() >= deadline:  # the watchdog shut the socket: what came is not the answer
+            raise self._past_deadline(size)
         response._content = b"".join(parts)  # noqa: SLF001 - requests' own cache of the body
         response._content_consumed = True  # noqa: SLF001
 

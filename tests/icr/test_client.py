@@ -664,3 +664,69 @@ def test_connection_defaults_let_the_budget_govern():
     # with equal jitter (base 0.5 s, cap 15 s) the waits alone reach the budget before the attempts run out
     floor = sum(min(15.0, 0.5 * 2 ** (n - 1)) / 2 for n in range(1, DEFAULT_MAX_RETRIES))
     assert floor > DEFAULT_RETRY_BUDGET_S
+
+
+def _dribbling_server(head: bytes, body: bytes, every: float):
+    """Sends ``head`` and then ``body`` one byte every ``every`` seconds, on each connection."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+    stop.sent_whole = []  # one flag per connection: did the client wait for the whole answer?
+
+    def handle(conn):
+        with conn:
+            conn.recv(65536)
+            try:
+                for i in range(len(head)):
+                    if stop.wait(every):
+                        return
+                    conn.sendall(head[i:i + 1])
+                conn.sendall(body)
+                stop.sent_whole.append(True)
+            except OSError:  # the client hung up mid-answer
+                stop.sent_whole.append(False)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, stop, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_dribbled_headers_are_cut_at_the_total_deadline(make_client):
+    """Headers at 20 bytes/s: every socket read succeeds; only the total deadline ends the request."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"p" * 400
+            + b"\r\nContent-Length: 2\r\n\r\n")
+    srv, stop, url = _dribbling_server(head, b"{}", 0.05)
+    try:
+        c = make_client(url, timeout=1.0, max_retries=1)
+        with pytest.raises(ICRAPIError) as ei:
+            c.get_json("/app/installations")
+        for _ in range(100):  # the server notices the hang-up at its next byte
+            if stop.sent_whole:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        srv.close()
+    assert "still arriving after 1s" in str(ei.value) and ei.value.attempts == 1
+    assert stop.sent_whole == [False], "the client waited for the whole dribbled answer"
+
+
+def test_connections_are_kept_alive_with_the_deadline_adapter(stub_server, make_client):
+    srv = stub_server(lambda s: Reply(200, {"ok": True}))
+    c = make_client(srv.base_url)
+    for _ in range(5):
+        assert c.get_json("/x") == {"ok": True}
+    from icr.client import _WATCHDOG
+
+    assert not _WATCHDOG._socks  # every attempt disarmed its deadline

@@ -9,7 +9,9 @@ Connection fields (the form itself comes from :mod:`icr.provider`):
   ``icr://<app id>:<url-encoded PEM>@api.carbonregistry.com/https``.
 * ``login``: the App ID; ``password``: the private key PEM (or ``extra.private_key_path``).
 * extras: ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
-  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``.
+  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
+  ``max_page_size`` (page sizes above it are refused before any request), ``retry_budget``
+  (seconds a request keeps retrying transient failures).
   Strings such as ``"10"`` or ``"true"`` are accepted; anything else is an ``ICRConfigError``
   naming ``extra.<name>``. The ``extra__icr__<name>`` spelling of older forms works too.
 """

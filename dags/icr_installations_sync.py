@@ -73,6 +73,7 @@ def _on_task_failure(context: Any) -> None:
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=20),
+        "execution_timeout": RUN_TIMEOUT,  # a task stuck anywhere is killed, not left holding the run
         "on_failure_callback": _on_task_failure,
     },
     params={

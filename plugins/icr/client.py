@@ -7,10 +7,19 @@ Retry policy (ICR documents no rate limits, see docs/icr-api §5 — all [Assume
   and a ``200`` whose body is not JSON (a proxy page or a cut-off response);
 * wait: ``Retry-After`` (seconds or HTTP date; ``0``, negative or garbage = no hint), or
   ``x-ratelimit-reset`` for the 403 form, else exponential backoff with full jitter;
-* bounded by attempts (``max_retries``) **and** total wait (``max_retry_wait_s``): whichever
-  comes first raises :class:`~icr.errors.ICRAPIError` with the last status and ICR's message;
+* bounded by a time budget (``retry_budget_s``, the connection's ``retry_budget``: seconds from
+  the first attempt, attempts included), by attempts (``max_retries``) and by the total of the
+  waits (``max_retry_wait_s``): whichever comes first raises :class:`~icr.errors.ICRAPIError`
+  with the last status, ICR's message, how long it tried and how many attempts. The defaults let
+  the budget govern (two minutes: a 30-60 s outage is ridden out); each wait is exponential
+  backoff with jitter, capped at ``backoff_max_s``;
 * ``401``: the app JWT is invalidated and the request retried once with a fresh one;
 * any other 4xx fails at once.
+
+Each answer is read by streaming, at most ``max_response_bytes`` (more fails the request at
+once, naming the path and the cap), and within one total deadline per attempt (``timeout``:
+a server that dribbles its body byte by byte is cut off when the deadline passes, not only
+when one socket read stalls).
 
 A :class:`RateGate` shared by all threads of one client makes everyone pause when one request
 is rate limited, so concurrent paging slows down as a whole instead of hammering the API.
@@ -19,7 +28,10 @@ is rate limited, so concurrent paging slows down as a whole instead of hammering
 from __future__ import annotations
 
 import email.utils
+import heapq
 import ipaddress
+import itertools
+import socket
 import json
 import logging
 import random
@@ -35,12 +47,21 @@ from urllib.parse import urlencode, urlsplit
 import msgspec
 import requests
 import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from icr import __version__
 from icr.auth import AppJWT, mask
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
-from icr.provider import DEFAULT_API_VERSION
+from icr.provider import (
+    DEFAULT_API_VERSION,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT_S,
+    DEFAULT_RETRY_BUDGET_S,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +79,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _GATE_REASONS = frozenset({"429", "403-ratelimit"})
 
 MAX_MESSAGE_CHARS = 300
+#: bytes asked of the socket per read while streaming an answer.
+READ_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -261,6 +284,92 @@ class RateGate:
         return f"RateGate(remaining={self.remaining():.3f}s)"
 
 
+# --------------------------------------------------------------------------- the per-request deadline
+
+
+class _Watchdog:
+    """One thread that shuts the socket of any request still waiting when its deadline passes.
+
+    Socket timeouts bound each read, not the request: a server that sends one byte of its headers
+    every second never trips them. Arming costs a lock and a heap push (no thread per request)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._socks: dict[int, socket.socket] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, sock: socket.socket) -> int:
+        token = next(self._ids)
+        with self._cond:
+            self._socks[token] = sock
+            heapq.heappush(self._heap, (deadline, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="icr-request-deadline", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._socks.pop(token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._socks):
+                    _, token = heapq.heappop(self._heap)
+                    sock = self._socks.pop(token, None)
+                    if sock is not None:
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+                        except OSError:
+                            pass
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+_DEADLINE = threading.local()  # .value: the deadline of this thread's current attempt
+
+
+class _DeadlineMixin:
+    """Arms the watchdog when the request is sent and the answer awaited (headers and body)."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = getattr(_DEADLINE, "value", None)
+        sock = getattr(self, "sock", None)
+        if deadline is not None and sock is not None:
+            _DEADLINE.token = _WATCHDOG.arm(deadline, sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections that honour the attempt's total deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
 # --------------------------------------------------------------------------- retry plumbing
 
 
@@ -290,6 +399,7 @@ class _Call:
     params: dict[str, Any] | None
     json_body: Any
     ok: tuple[int, ...]
+    decode: Callable[[bytes], Any] | None = None
 
 
 # --------------------------------------------------------------------------- the client
@@ -305,10 +415,12 @@ class ICRClient:
         *,
         api_version: str = DEFAULT_API_VERSION,
         timeout: float = 30.0,
-        max_retries: int = 6,
-        max_retry_wait_s: float = 300.0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retry_wait_s: float = DEFAULT_MAX_RETRY_WAIT_S,
+        retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 15.0,
         allow_insecure_http: bool = False,
         pool_size: int = 10,
         session: requests.Session | None = None,
@@ -325,6 +437,8 @@ class ICRClient:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.max_retry_wait_s = float(max_retry_wait_s)
+        self.retry_budget_s = float(retry_budget_s)
+        self.max_response_bytes = int(max_response_bytes)
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
         self.pool_size = max(1, int(pool_size))
@@ -345,7 +459,7 @@ class ICRClient:
         session.proxies.update(settings["proxies"])
         session.verify = settings["verify"]
         session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
+        adapter = _DeadlineAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -354,7 +468,7 @@ class ICRClient:
         """Let ``n`` threads keep their connections (the pager calls this for its concurrency)."""
         if n > self.pool_size:
             self.pool_size = n
-            adapter = HTTPAdapter(pool_connections=n, pool_maxsize=n, max_retries=0)
+            adapter = _DeadlineAdapter(pool_connections=n, pool_maxsize=n, max_retries=0)
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
 
@@ -372,9 +486,14 @@ class ICRClient:
 
     # ------------------------------------------------------------------ public API
 
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET ``path`` and return the decoded JSON body (retries as in the module doc)."""
-        return self._request("GET", path, params=params, ok=(200,))
+    def get_json(
+        self, path: str, params: dict[str, Any] | None = None, *, decode: Callable[[bytes], Any] | None = None
+    ) -> Any:
+        """GET ``path`` and return the decoded JSON body (retries as in the module doc).
+
+        ``decode(body_bytes)`` replaces the default decoder; a :class:`ValueError` from it means
+        "not JSON" (retried as transient), any other exception propagates at once."""
+        return self._request("GET", path, params=params, ok=(200,), decode=decode)
 
     def post_json(self, path: str, json: Any = None, ok: Iterable[int] = (200, 201)) -> Any:
         """POST a JSON body and return the decoded JSON answer."""
@@ -424,10 +543,11 @@ class ICRClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         ok: tuple[int, ...] = (200,),
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Any:
         if not path.startswith("/"):
             path = "/" + path
-        call = _Call(method, path, _display_path(path, params), params, json_body, ok)
+        call = _Call(method, path, _display_path(path, params), params, json_body, ok, decode)
         try:
             return self._with_retries(call)
         except _Unauthorized as first:
@@ -466,6 +586,8 @@ class ICRClient:
             "User-Agent": USER_AGENT,
         }
         self.stats.count_request()
+        deadline = time.monotonic() + self.timeout
+        _DEADLINE.value, _DEADLINE.token = deadline, None
         try:
             response = self._session.request(
                 call.method,
@@ -474,15 +596,76 @@ class ICRClient:
                 json=call.json_body,
                 headers=headers,
                 timeout=self.timeout,
+                stream=True,
             )
+            try:
+                self._read_body(call, response, deadline)
+            finally:
+                if response.raw is not None:
+                    response.close()  # after a full read: the connection goes back to the pool
         except requests.Timeout as exc:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline() from None
             raise _Transient("timeout", None, f"timed out after {self.timeout:g}s ({type(exc).__name__})") from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError) as exc:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline() from None
             text = str(exc)
-            if "timed out" in text.lower():
+            if "timed out" in text.lower() or isinstance(exc, urllib3.exceptions.TimeoutError):
                 raise _Transient("timeout", None, f"timed out after {self.timeout:g}s while reading") from None
             raise _Transient("reset", None, f"connection failed ({type(exc).__name__})") from None
+        finally:
+            if _DEADLINE.token is not None:
+                _WATCHDOG.disarm(_DEADLINE.token)
+            _DEADLINE.value = _DEADLINE.token = None
         return self._handle(call, response, token)
+
+    def _read_body(self, call: _Call, response: requests.Response, deadline: float) -> None:
+        """Read the whole answer into ``response`` (so ``.content``/``.json()`` work), refusing more
+        than ``max_response_bytes`` and anything still arriving when the deadline passes."""
+        if response._content is not False:  # noqa: SLF001 - already read (a stand-in session)
+            return
+        cap = self.max_response_bytes
+        length = response.headers.get("Content-Length", "")
+        if length.strip().isdigit() and int(length) > cap:
+            raise self._too_large(call, response.status_code, f"announces {int(length):,} bytes")
+        raw = response.raw
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._past_deadline(size)
+            if sock is not None:  # no single read may outlast the deadline either
+                try:
+                    sock.settimeout(min(self.timeout, remaining))
+                except OSError:
+                    pass
+            chunk = raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:  # read1 answers b"" only at the end of the body
+                break
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(call, response.status_code, f"sent more than {cap:,} bytes")
+            parts.append(chunk)
+        if time.monotonic() >= deadline:  # the watchdog shut the socket: what came is not the answer
+            raise self._past_deadline(size)
+        response._content = b"".join(parts)  # noqa: SLF001 - requests' own cache of the body
+        response._content_consumed = True  # noqa: SLF001
+
+    def _past_deadline(self, size: int | None = None) -> _Transient:
+        read = f"; {size:,} bytes read" if size is not None else ""
+        return _Transient("timeout", None, f"the answer was still arriving after {self.timeout:g}s "
+                                           f"(the connection's timeout is the total deadline per request{read})")
+
+    def _too_large(self, call: _Call, status: int, what: str) -> ICRAPIError:
+        return ICRAPIError(
+            status, call.method, call.display,
+            f"the answer {what}, above the cap of {self.max_response_bytes:,} bytes per response "
+            "(max_response_bytes); a page this large is not an answer ICR should send (lower the page size "
+            "if its records are really this big)")
 
     def _handle(self, call: _Call, response: requests.Response, token: str) -> Any:
         status = response.status_code
@@ -492,10 +675,12 @@ class ICRClient:
                     raise _Transient("bad_json", status, "empty body where JSON was expected")
                 return None
             try:
+                if call.decode is not None:
+                    return call.decode(response.content)
                 # msgspec parses a 100-record page ~3x faster than requests' json(), and the GIL
                 # time it saves is time the loader thread gets (DecodeError is a ValueError).
                 return msgspec.json.decode(response.content)
-            except ValueError:
+            except (ValueError, RecursionError):
                 # A 200 with a cut-off or non-JSON body (a proxy page, a truncated stream) is
                 # transient: asking again usually gets the real answer.
                 raise _Transient("bad_json", status, f"HTTP {status} body is not valid JSON") from None
@@ -542,13 +727,17 @@ class ICRClient:
         if hint is not None:
             wait = hint
         else:
-            # full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**n))
+            # "equal jitter" (AWS architecture blog): half of min(cap, base * 2**n) plus a random
+            # share of the other half, so waits keep growing (an outage is ridden out within the
+            # retry budget in a bounded number of attempts) while threads still spread out.
             ceiling = min(self.backoff_max_s, self.backoff_base_s * (2 ** (state.attempt_number - 1)))
-            wait = random.uniform(0, ceiling)
+            wait = ceiling / 2 + random.uniform(0, ceiling / 2)
         return wait
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= self.max_retries:
+            return True
+        if state.seconds_since_start + state.upcoming_sleep > self.retry_budget_s:
             return True
         return state.idle_for + state.upcoming_sleep > self.max_retry_wait_s
 
@@ -582,11 +771,14 @@ class ICRClient:
             if not isinstance(exc, _Transient):  # pragma: no cover - only _Transient is retried
                 raise exc if exc else RuntimeError("retry failed without an exception")
             message = exc.message
-            if state.attempt_number < self.max_retries:
-                message += (
-                    f" (gave up: next wait {state.upcoming_sleep:.1f}s would exceed "
-                    f"max_retry_wait {self.max_retry_wait_s:g}s)"
-                )
+            tried = state.seconds_since_start or 0.0
+            if state.attempt_number >= self.max_retries:
+                why = f"max_retries {self.max_retries} attempts reached"
+            elif tried + state.upcoming_sleep > self.retry_budget_s:
+                why = f"the next wait of {state.upcoming_sleep:.1f}s would exceed the retry budget of {self.retry_budget_s:g}s"
+            else:
+                why = f"the next wait of {state.upcoming_sleep:.1f}s would exceed max_retry_wait {self.max_retry_wait_s:g}s"
+            message += f" (tried for {tried:.1f}s in {state.attempt_number} attempts; gave up: {why})"
             raise self._error(call, exc.status, message, attempts=state.attempt_number)
 
         return give_up

@@ -9,7 +9,9 @@ Connection fields (the form itself comes from :mod:`icr.provider`):
   ``icr://<app id>:<url-encoded PEM>@api.carbonregistry.com/https``.
 * ``login``: the App ID; ``password``: the private key PEM (or ``extra.private_key_path``).
 * extras: ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
-  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``.
+  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
+  ``max_page_size`` (page sizes above it are refused before any request), ``retry_budget``
+  (seconds a request keeps retrying transient failures).
   Strings such as ``"10"`` or ``"true"`` are accepted; anything else is an ``ICRConfigError``
   naming ``extra.<name>``. The ``extra__icr__<name>`` spelling of older forms works too.
 """
@@ -54,6 +56,8 @@ class ICRConnectionSettings:
     max_retry_wait_s: float
     allow_insecure_http: bool
     private_key_path: str | None
+    max_page_size: int = provider.DEFAULT_MAX_PAGE_SIZE
+    retry_budget_s: float = provider.DEFAULT_RETRY_BUDGET_S
 
     @classmethod
     def from_connection(cls, conn: Any) -> ICRConnectionSettings:
@@ -76,6 +80,7 @@ class ICRConnectionSettings:
             max_retry_wait_s=_float(extras, "max_retry_wait", provider.DEFAULT_MAX_RETRY_WAIT_S, conn_id),
             allow_insecure_http=allow_http,
             private_key_path=_str(extras, "private_key_path", None, conn_id),
+            **_paging_and_retry_extras(extras, conn_id),
         )
 
 
@@ -143,6 +148,7 @@ class ICRHook(BaseHook):
             "timeout": settings.timeout,
             "max_retries": settings.max_retries,
             "max_retry_wait_s": settings.max_retry_wait_s,
+            "retry_budget_s": settings.retry_budget_s,
             "allow_insecure_http": settings.allow_insecure_http,
             "pool_size": max(10, concurrency),
             "conn_id": settings.conn_id,
@@ -160,9 +166,11 @@ class ICRHook(BaseHook):
         """A pager over ``GET /app/installations``; arguments beat hook arguments beat extras."""
         client = self.get_conn()
         settings = self.settings
+        size = page_size or self.page_size or settings.page_size
+        check_page_size(size, settings, "the run's page_size" if page_size or self.page_size else None)
         return InstallationPager(
             client,
-            page_size=page_size or self.page_size or settings.page_size,
+            page_size=size,
             concurrency=concurrency or self.concurrency or settings.concurrency,
         )
 
@@ -201,6 +209,31 @@ class ICRHook(BaseHook):
 
 
 # --------------------------------------------------------------------------- parsing helpers
+
+
+def _paging_and_retry_extras(extras: dict[str, Any], conn_id: str | None) -> dict[str, Any]:
+    """``max_page_size`` (checked against ``page_size``) and ``retry_budget``."""
+    max_page_size = _int(extras, "max_page_size", provider.DEFAULT_MAX_PAGE_SIZE, conn_id, minimum=1)
+    page_size = _int(extras, "page_size", provider.DEFAULT_PAGE_SIZE, conn_id, minimum=1)
+    if page_size > max_page_size:
+        raise ICRConfigError(_field("page_size"), f"{page_size} is above extra.max_page_size ({max_page_size}); "
+                             f"use a page size of at most {max_page_size}", conn_id)
+    return {
+        "max_page_size": max_page_size,
+        "retry_budget_s": _float(extras, "retry_budget", provider.DEFAULT_RETRY_BUDGET_S, conn_id),
+    }
+
+
+def check_page_size(page_size: int, settings: ICRConnectionSettings, source: str | None) -> None:
+    """Refuse a page size above the connection's ``max_page_size`` before any request."""
+    if page_size > settings.max_page_size:
+        raise ICRConfigError(
+            "extra.max_page_size" if source else _field("page_size"),
+            f"{source or 'the page size'} {page_size} is above the maximum page size {settings.max_page_size} "
+            f"(ICR refuses larger pages); use at most {settings.max_page_size}, or raise extra.max_page_size "
+            "if ICR accepts more",
+            settings.conn_id,
+        )
 
 
 def _extras(conn: Any) -> dict[str, Any]:

@@ -47,6 +47,8 @@ Validation
 ----------
 Each record gets at most one reason, the first rule it breaks, checked in this order:
 
+0. the record is a :class:`BadRecord`: the JSON decoder could not read it (see
+   :mod:`icr.pagejson`); its reason (naming the page and the problem) is kept as is;
 1. the record is not a JSON object;
 2. ``id`` is missing (absent or null), not a string, or not a UUID in the standard 36-character
    ``8-4-4-4-12`` hex form (any case; braces/urn/no-dash forms are rejected);
@@ -92,6 +94,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "BadRecord",
     "STAGE_COLUMNS",
     "STAGE_DTYPES",
     "NormalizedChunk",
@@ -193,6 +196,19 @@ class RejectedRecord:
     ``raw``: the record as received, canonical JSON text (for a record that JSON cannot encode,
     the closest text that can be stored: ASCII-escaped, unknown objects as their repr).
     """
+
+    installation_id: str | None
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record the JSON decoder could not turn into a value (nested too deeply, a number out of
+    range, ...), already judged where it was read (:mod:`icr.pagejson`). It travels with the
+    page's other records and :func:`normalize_records` turns it into a :class:`RejectedRecord`
+    unchanged: ``reason`` names the page and the problem, ``raw`` is the record's text as
+    received, cut to a bounded size (valid UTF-8, no NUL)."""
 
     installation_id: str | None
     reason: str
@@ -437,6 +453,9 @@ def normalize_records(
 
     for pos, rec in enumerate(records):
         if not isinstance(rec, dict):
+            if type(rec) is BadRecord:  # judged by the page decoder (cold path)
+                rejected.append((pos, RejectedRecord(rec.installation_id, rec.reason, rec.raw)))
+                continue
             rejected.append(
                 (pos, RejectedRecord(
                     None, f"record is not a JSON object: {_show(rec)} ({_json_type(rec)})",

@@ -13,13 +13,26 @@ If ICR sends no ``total`` at all, "complete" means only that the loop ended norm
 (nothing better is knowable). A page whose JSON has the wrong shape (not an object, or
 ``installations`` not a list) raises :class:`~icr.errors.ICRSnapshotError` at once: it is
 valid JSON, so it is deterministic, not transient, and it is not retried (non-JSON bodies are
-retried by the client).
+retried by the client). So does a page whose ``pagination`` numbers are absurd (negative, above
+2^31-1, not integers): :data:`MAX_ENVELOPE_INT`.
+
+Bounds (:class:`PagingLimits`, one place with defaults): the walk may not go more than a margin
+past what the API announced (``pagination.total`` at this page size, else ``pageCount``), and
+it stops with :class:`~icr.errors.ICRSnapshotError` when several full pages in a row bring no
+new id. When the API announces nothing, ``max_pages_unannounced`` is the ceiling.
+
+Records the JSON decoder refuses are read one by one (:mod:`icr.pagejson`) and the unreadable
+ones travel on as :class:`~icr.normalize.BadRecord` rejects. An answer ``400 limit must not be
+greater than N`` to the first page makes the pager retry once with N (logged as a warning).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from icr.errors import ICRSnapshotError
+from icr.errors import ICRAPIError, ICRSnapshotError
+from icr.pagejson import decode_page
 
 if TYPE_CHECKING:
     from icr.client import ICRClient
@@ -35,8 +49,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSTALLATIONS_PATH = "/app/installations"
-#: guard for max_pages=None: 100,000 pages (10 million installations at 100 a page).
-DEFAULT_MAX_PAGES = 100_000
+#: pagination numbers above this are absurd (``api_total`` is an int4 on PostgreSQL).
+MAX_ENVELOPE_INT = 2**31 - 1
+#: the numbers of ``pagination`` that are checked when a page arrives.
+ENVELOPE_FIELDS = ("total", "pageCount", "currentPage", "nextPage")
+_LIMIT_TOO_HIGH = re.compile(r"limit must not be greater than (\d{1,9})")
+
+
+@dataclass(frozen=True)
+class PagingLimits:
+    """How far the walk may go. The API's own numbers bound it; these are the margins.
+
+    ``extra_pages`` / ``extra_share``: pages allowed past the announced page count (whichever is
+    more), for installations added while paging. ``max_repeat_pages``: full pages in a row with no
+    new id before the walk fails. ``max_pages_unannounced``: the ceiling when the API gives neither
+    ``total`` nor ``pageCount`` (10 million installations at 100 a page)."""
+
+    extra_pages: int = 5
+    extra_share: float = 0.10
+    max_repeat_pages: int = 3
+    max_pages_unannounced: int = 100_000
+
+    def allowed_pages(self, announced: int) -> int:
+        return announced + max(self.extra_pages, math.ceil(announced * self.extra_share))
+
+
+DEFAULT_LIMITS = PagingLimits()
+#: kept for callers of earlier releases: the ceiling when the API announces nothing.
+DEFAULT_MAX_PAGES = DEFAULT_LIMITS.max_pages_unannounced
 
 
 # --------------------------------------------------------------------------- de-duplication
@@ -183,6 +223,9 @@ class _State:
     total_last: int | None = None
     totals_seen: set[int] = field(default_factory=set)
     any_total_missing: bool = False
+    max_total: int | None = None
+    max_page_count: int | None = None
+    repeat_pages: int = 0
     ended_normally: bool = False
     abnormal: str | None = None
     stop: str | None = None
@@ -197,6 +240,30 @@ class _Raw:
     next_page: int | None
     has_next_key: bool
     has_pagination: bool
+
+
+def _envelope_int(pagination: dict[str, Any], name: str, where: str) -> int | None:
+    """``pagination[name]`` as an int in 0..2^31-1, None if absent or null; else ICRSnapshotError."""
+    value = pagination.get(name)
+    if value is None:
+        return None
+    parsed = _as_int(value) if not isinstance(value, str) or len(value) <= 12 else None
+    if parsed is None or not 0 <= parsed <= MAX_ENVELOPE_INT:
+        shown = _show_number(value)
+        raise ICRSnapshotError(
+            f"{where}: pagination.{name} is {shown}, not a whole number between 0 and {MAX_ENVELOPE_INT}; "
+            "the page cannot be trusted and nothing was written")
+    return parsed
+
+
+def _show_number(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(str(abs(value))) if value.bit_length() < 10_000 else None
+        if digits is None or digits > 30:
+            return f"an integer of {digits or 'thousands of'} digits"
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _as_int(value: Any) -> int | None:
@@ -232,6 +299,7 @@ class InstallationPager:
         concurrency: int = 1,
         max_pages: int | None = None,
         path: str = INSTALLATIONS_PATH,
+        limits: PagingLimits = DEFAULT_LIMITS,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -240,8 +308,10 @@ class InstallationPager:
         self.client = client
         self.page_size = int(page_size)
         self.concurrency = int(concurrency)
-        self.max_pages = DEFAULT_MAX_PAGES if max_pages is None else int(max_pages)
+        self.limits = limits
+        self.max_pages = limits.max_pages_unannounced if max_pages is None else int(max_pages)
         self.path = path
+        self._limit_retried = False
         if self.concurrency > 1 and hasattr(client, "ensure_pool_size"):
             client.ensure_pool_size(self.concurrency)
         self._state: _State | None = None
@@ -280,6 +350,7 @@ class InstallationPager:
                 state.abnormal = f"stopped by the max_pages guard ({self.max_pages} pages) before page {number}"
                 state.stop = "max_pages"
                 return
+            self._check_bound(state, number)
             raw = self._fetch(number)
             yield self._accept(state, raw)
             nxt = self._next_page(state, raw)
@@ -297,7 +368,7 @@ class InstallationPager:
             log.info("ICR gave no pageCount on page 0; paging sequentially")
             yield from self._run_sequential(state, nxt)
             return
-        last = min(first.page_count, self.max_pages) - 1
+        last = min(first.page_count, self.max_pages, self._bound(state) or first.page_count) - 1
         numbers = iter(range(1, last + 1))
         last_raw: _Raw | None = None
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="icr-page") as pool:
@@ -332,8 +403,45 @@ class InstallationPager:
 
     # ------------------------------------------------------------------ one page
 
+    def _bound(self, state: _State) -> int | None:
+        """Pages the walk may read, from what the API announced so far (None: it announced nothing)."""
+        if state.max_total is not None:
+            announced = -(-state.max_total // self.page_size)
+        elif state.max_page_count is not None:
+            announced = state.max_page_count
+        else:
+            return None
+        return self.limits.allowed_pages(announced)
+
+    def _check_bound(self, state: _State, number: int) -> None:
+        bound = self._bound(state)
+        if bound is not None and number >= bound:
+            said = (f"pagination.total={state.max_total}" if state.max_total is not None
+                    else f"pageCount={state.max_page_count}")
+            raise ICRSnapshotError(
+                f"GET {self.path}?limit={self.page_size}&page={number}: ICR keeps sending full pages past what it "
+                f"announced ({said}, so at most {bound} pages of {self.page_size} with the paging margin); "
+                f"stopped after {state.pages} pages and {len(state.seen)} distinct ids. The snapshot is not "
+                "trusted and nothing was written (PagingLimits in icr.paging sets the margin)")
+
+    def _get(self, number: int) -> Any:
+        where = f"GET {self.path}?limit={self.page_size}&page={number}"
+        decode = functools.partial(decode_page, where=where)
+        try:
+            return self.client.get_json(self.path, params={"limit": self.page_size, "page": number}, decode=decode)
+        except ICRAPIError as exc:
+            match = _LIMIT_TOO_HIGH.search(exc.api_message or "") if exc.status == 400 else None
+            if match is None or self._limit_retried or number != 0 or not 0 < int(match.group(1)) < self.page_size:
+                raise
+            self._limit_retried = True
+            log.warning("ICR refused page size %d (HTTP 400: %s); retrying once with page size %s. Set the "
+                        "connection's extra.max_page_size (and page_size) to %s to avoid this request",
+                        self.page_size, exc.api_message, match.group(1), match.group(1))
+            self.page_size = int(match.group(1))
+            return self._get(number)
+
     def _fetch(self, number: int) -> _Raw:
-        body = self.client.get_json(self.path, params={"limit": self.page_size, "page": number})
+        body = self._get(number)
         where = f"GET {self.path}?limit={self.page_size}&page={number}"
         if not isinstance(body, dict):
             raise ICRSnapshotError(f"{where}: answer is a JSON {type(body).__name__}, not an object")
@@ -346,12 +454,13 @@ class InstallationPager:
         if pagination is not None and not has_pagination:
             log.warning("%s: 'pagination' is not an object; ignoring it", where)
         pag = pagination if has_pagination else {}
+        numbers = {name: _envelope_int(pag, name, where) for name in ENVELOPE_FIELDS}
         return _Raw(
             number=number,
             installations=installations,
-            total=_as_int(pag.get("total")),
-            page_count=_as_int(pag.get("pageCount")),
-            next_page=_as_int(pag.get("nextPage")),
+            total=numbers["total"],
+            page_count=numbers["pageCount"],
+            next_page=numbers["nextPage"],
             has_next_key="nextPage" in pag,
             has_pagination=has_pagination,
         )
@@ -359,6 +468,10 @@ class InstallationPager:
     def _accept(self, state: _State, raw: _Raw) -> Page:
         state.pages += 1
         state.records += len(raw.installations)
+        if raw.total is not None:
+            state.max_total = max(state.max_total or 0, raw.total)
+        if raw.page_count is not None:
+            state.max_page_count = max(state.max_page_count or 0, raw.page_count)
         if raw.total is None:
             state.any_total_missing = True
         else:
@@ -381,7 +494,21 @@ class InstallationPager:
                 keep[i] = False
                 state.duplicates += 1
         records = [rec for rec, k in zip(raw.installations, keep) if k]
+        self._count_repeats(state, raw, new=len(records))
         return Page(raw.number, records, raw.total, raw.page_count, len(raw.installations))
+
+    def _count_repeats(self, state: _State, raw: _Raw, *, new: int) -> None:
+        """Fail when full pages keep bringing only ids already read (an API stuck on a page)."""
+        if new or len(raw.installations) < self.page_size:
+            state.repeat_pages = 0
+            return
+        state.repeat_pages += 1
+        if state.repeat_pages >= self.limits.max_repeat_pages:
+            raise ICRSnapshotError(
+                f"GET {self.path}?limit={self.page_size}&page={raw.number}: {state.repeat_pages} full pages in a row "
+                f"brought no new installation id (only ids already read); ICR seems to repeat itself. Stopped "
+                f"after {state.pages} pages and {len(state.seen)} distinct ids; the snapshot is not trusted and "
+                "nothing was written")
 
     def _next_page(self, state: _State, raw: _Raw) -> int | None:
         """The robust loop's decision after ``raw``: next page number, or None to stop."""

@@ -19,9 +19,16 @@ HOOK_NAME = "ICR App"
 DEFAULT_API_VERSION = "2023-06-16"
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_RETRIES = 6
+DEFAULT_MAX_RETRIES = 30
 DEFAULT_CONCURRENCY = 1
 DEFAULT_MAX_RETRY_WAIT_S = 300.0
+#: seconds a request keeps retrying transient failures (429, 5xx, timeouts, resets), counted
+#: from its first attempt: rides out a 30-60 s API outage inside the task.
+DEFAULT_RETRY_BUDGET_S = 120.0
+#: [Assumed] the largest ``limit`` ICR's docs show working; ICR documents no maximum.
+DEFAULT_MAX_PAGE_SIZE = 100
+#: cap on the bytes of one API answer (a 100-record page is ~150 KB; a record may hold 1 MB).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 # Standard connection fields: the form shows host/login/password under ICR's names.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -64,6 +71,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "limit= for GET /app/installations (ICR documents no maximum).",
         "schema": {"type": ["integer", "null"], "default": DEFAULT_PAGE_SIZE, "minimum": 1},
     },
+    "max_page_size": {
+        "label": "Maximum page size",
+        "description": "The largest limit= ICR accepts; page sizes above it are refused before the run. "
+        "If ICR answers 400 'limit must not be greater than N', the run retries once with N.",
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_PAGE_SIZE, "minimum": 1},
+    },
     "concurrency": {
         "label": "Concurrent page requests",
         "description": "Pages fetched in parallel once the page count is known; 1 = sequential.",
@@ -71,7 +84,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "timeout": {
         "label": "Request timeout (s)",
-        "description": "Connect and read timeout per HTTP request.",
+        "description": "Total time allowed for one HTTP request: connecting, and reading the whole answer.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT_S, "minimum": 0},
     },
     "max_retries": {
@@ -83,6 +96,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "Max total retry wait (s)",
         "description": "Give up on a request once its retries have waited this long.",
         "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_RETRY_WAIT_S, "minimum": 0},
+    },
+    "retry_budget": {
+        "label": "Retry time budget (s)",
+        "description": "How long one request keeps retrying 429, 5xx, timeouts and dropped connections "
+        "(exponential backoff with jitter) before the task fails.",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_RETRY_BUDGET_S, "minimum": 0},
     },
     "allow_insecure_http": {
         "label": "Allow plain HTTP",

@@ -45,6 +45,8 @@ FAULT_CLASSES: dict[str, str] = {
     "forged_tokens": "Forged tokens (alg none, HS256 with the public key, wrong key, expired, future iat, no iss)",
     "mass_removal": "Mass removal (guard stops the run; operator accepts via param and `airflow dags test`)",
     "leaks": "Secret scan of logs, task logs, XComs, exceptions and every warehouse text column",
+    "hostile_api": "Hostile API (records nested 1,500 deep, lone surrogates, 1e400, 4,400-digit integers; endless "
+                   "paging; oversized and dribbling answers; absurd pagination numbers; page-size limit; 20 s outage)",
 }
 
 

@@ -27,7 +27,7 @@ def test_flaky_api_20k_sync_equals_truth(make_simulator, hook_for, faults_pg, le
     from icr.sync import SyncSettings, run_sync
 
     assert set(REASON) == set(FAULT_KINDS), "a new simulator fault kind needs a mapping here"
-    sim = make_simulator(installations=20_000, seed=2024, faults={
+    sim = make_simulator(installations=20_000, seed=2024, max_page_size=500, faults={
         "error_rate": 0.10, "fault_kinds": list(FAULT_KINDS), "retry_after_seconds": 0.2,
         "slow_seconds": 2.0, "seed": 99})
     # Besides the random 10 %, make sure every kind is injected at least once, spread over pages:
@@ -39,7 +39,7 @@ def test_flaky_api_20k_sync_equals_truth(make_simulator, hook_for, faults_pg, le
             s.fail_next(scheduled.pop(0))
 
     sim.faults.mutate_while_paging = one_of_each
-    hook = hook_for(sim, timeout=1, max_retries=40, max_retry_wait=300, page_size=500)
+    hook = hook_for(sim, timeout=1, max_retries=40, max_retry_wait=300, page_size=500, max_page_size=500)
     run = new_run("flaky")
 
     result = run_sync(faults_pg, hook, run, SyncSettings(page_size=500))

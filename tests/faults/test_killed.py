@@ -82,7 +82,7 @@ def kill_env(pg_admin_url):
     changes; B = the fingerprint a full run of the changed API produces."""
     from tests.simulator import ICRSimulator, SimulatorConfig
 
-    sim = ICRSimulator(SimulatorConfig(installations=N, seed=51)).start()
+    sim = ICRSimulator(SimulatorConfig(installations=N, seed=51, max_page_size=PAGE)).start()
     base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     template = f"icr_kill_tpl_{uuid.uuid4().hex[:8]}"
     _admin(pg_admin_url, f'CREATE DATABASE "{template}"')
@@ -108,7 +108,7 @@ def kill_env_sqlite(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("kill-sqlite")
     template = folder / "template.sqlite"
-    sim = ICRSimulator(SimulatorConfig(installations=N, seed=52)).start()
+    sim = ICRSimulator(SimulatorConfig(installations=N, seed=52, max_page_size=PAGE)).start()
     try:
         def clone() -> str:
             target = folder / f"kill_{uuid.uuid4().hex[:8]}.sqlite"

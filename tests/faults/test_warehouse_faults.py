@@ -29,8 +29,8 @@ pytestmark = pytest.mark.faults
 def _loaded(make_simulator, hook_for, wh, seed):
     from icr.sync import SyncSettings, run_sync
 
-    sim = make_simulator(installations=600, seed=seed)
-    hook = hook_for(sim)
+    sim = make_simulator(installations=600, seed=seed, max_page_size=200)
+    hook = hook_for(sim, max_page_size=200)
     run_sync(wh, hook, new_run("wh-seed"), SyncSettings(page_size=200))
     changes = sim.apply_changes({"add": 30, "remove": 20, "update": 40})
     return sim, hook, changes

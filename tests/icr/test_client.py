@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import email.utils
 import logging
 import threading
@@ -574,3 +575,158 @@ def test_environment_proxy_and_ca_settings_are_resolved_once(monkeypatch, make_c
     before = make_client(srv.base_url)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     assert before.get_json("/app/installations") == {"ok": True}  # ... so it still goes direct
+
+
+# --------------------------------------------------------------------------- caps, deadline, budget (issue 19.3, 18.5)
+
+
+def _raw_server(payload: bytes):
+    """A one-answer-per-connection HTTP server that sends ``payload`` verbatim (no Content-Length)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                try:
+                    conn.sendall(payload)
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_an_answer_above_the_byte_cap_fails_at_once_naming_path_and_cap(make_client):
+    body = b'{"installations": ["' + b"x" * 5000 + b'"]}'
+    srv, url = _raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body)
+    try:
+        c = make_client(url, max_response_bytes=1000)
+        with pytest.raises(ICRAPIError) as ei:
+            c.get_json("/app/installations", params={"limit": 1, "page": 0})
+    finally:
+        srv.close()
+    text = str(ei.value)
+    assert "/app/installations?limit=1&page=0" in text and "1,000 bytes" in text and "max_response_bytes" in text
+    assert ei.value.attempts == 1 and c.stats.requests == 1
+
+
+def test_an_announced_length_above_the_cap_is_refused_unread(stub_server, make_client):
+    srv = stub_server(lambda s: Reply(200, {"installations": ["y" * 3000]}))
+    c = make_client(srv.base_url, max_response_bytes=1000)
+    with pytest.raises(ICRAPIError, match="announces 3,0[0-9][0-9] bytes"):
+        c.get_json("/app/installations")
+
+
+def test_an_answer_under_the_cap_is_read_whole(make_client):
+    body = b'{"ok": "' + b"z" * 50_000 + b'"}'
+    srv, url = _raw_server(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body)
+    try:
+        assert make_client(url, max_response_bytes=60_000).get_json("/x") == json.loads(body)
+    finally:
+        srv.close()
+
+
+def test_the_retry_budget_bounds_a_request_and_the_message_says_how_long(stub_server, make_client):
+    srv = stub_server(lambda s: Reply(503, {"statusCode": 503, "message": "down"}))
+    c = make_client(srv.base_url, max_retries=1000, max_retry_wait_s=1000, retry_budget_s=0.3,
+                    backoff_base_s=0.02, backoff_max_s=0.05)
+    with pytest.raises(ICRAPIError) as ei:
+        c.get_json("/app/installations")
+    text = str(ei.value)
+    assert ei.value.status == 503 and 1 < ei.value.attempts < 1000
+    assert "tried for" in text and f"in {ei.value.attempts} attempts" in text and "retry budget of 0.3s" in text
+
+
+def test_backoff_waits_grow_with_equal_jitter(make_client):
+    import tenacity
+
+    c = make_client("http://127.0.0.1:1", backoff_base_s=1.0, backoff_max_s=8.0)
+    for attempt, (low, high) in enumerate([(0.5, 1), (1, 2), (2, 4), (4, 8), (4, 8)], start=1):
+        state = tenacity.RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        for _ in range(20):
+            assert low <= c._wait(state) <= high
+
+
+def test_connection_defaults_let_the_budget_govern():
+    from icr.provider import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BUDGET_S
+
+    # with equal jitter (base 0.5 s, cap 15 s) the waits alone reach the budget before the attempts run out
+    floor = sum(min(15.0, 0.5 * 2 ** (n - 1)) / 2 for n in range(1, DEFAULT_MAX_RETRIES))
+    assert floor > DEFAULT_RETRY_BUDGET_S
+
+
+def _dribbling_server(head: bytes, body: bytes, every: float):
+    """Sends ``head`` and then ``body`` one byte every ``every`` seconds, on each connection."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+    stop.sent_whole = []  # one flag per connection: did the client wait for the whole answer?
+
+    def handle(conn):
+        with conn:
+            conn.recv(65536)
+            try:
+                for i in range(len(head)):
+                    if stop.wait(every):
+                        return
+                    conn.sendall(head[i:i + 1])
+                conn.sendall(body)
+                stop.sent_whole.append(True)
+            except OSError:  # the client hung up mid-answer
+                stop.sent_whole.append(False)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, stop, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_dribbled_headers_are_cut_at_the_total_deadline(make_client):
+    """Headers at 20 bytes/s: every socket read succeeds; only the total deadline ends the request."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"p" * 400
+            + b"\r\nContent-Length: 2\r\n\r\n")
+    srv, stop, url = _dribbling_server(head, b"{}", 0.05)
+    try:
+        c = make_client(url, timeout=1.0, max_retries=1)
+        with pytest.raises(ICRAPIError) as ei:
+            c.get_json("/app/installations")
+        for _ in range(100):  # the server notices the hang-up at its next byte
+            if stop.sent_whole:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        srv.close()
+    assert "still arriving after 1s" in str(ei.value) and ei.value.attempts == 1
+    assert stop.sent_whole == [False], "the client waited for the whole dribbled answer"
+
+
+def test_connections_are_kept_alive_with_the_deadline_adapter(stub_server, make_client):
+    srv = stub_server(lambda s: Reply(200, {"ok": True}))
+    c = make_client(srv.base_url)
+    for _ in range(5):
+        assert c.get_json("/x") == {"ok": True}
+    from icr.client import _WATCHDOG
+
+    assert not _WATCHDOG._socks  # every attempt disarmed its deadline

@@ -44,7 +44,8 @@ def test_hook_class_attributes():
 
 @needs_simulator
 def test_installations_through_the_hook(sim_conn, caplog):
-    sim = sim_conn(page_size="250", concurrency="2")
+    sim = sim_conn(page_size="250", concurrency="2", max_page_size="1000")
+    sim.config.max_page_size = 1000
     hook = ICRHook()
     client = hook.get_conn()
     assert isinstance(client, ICRClient) and hook.get_conn() is client
@@ -201,3 +202,28 @@ def test_json_conn_env_is_what_we_document(set_icr_conn, keys):
     assert json.loads(value)["conn_type"] == "icr"
     conn = ICRHook.get_connection("icr_default")
     assert conn.host == "http://127.0.0.1:8765" and conn.login == APP_ID
+
+
+def test_page_size_above_max_page_size_is_refused(sim_conn):
+    sim_conn(page_size=200)
+    with pytest.raises(ICRConfigError) as ei:
+        ICRHook().get_conn()
+    assert "extra.page_size" in str(ei.value) and "max_page_size (100)" in str(ei.value)
+
+
+def test_the_run_page_size_is_checked_against_max_page_size(sim_conn):
+    sim_conn(max_page_size=300)
+    hook = ICRHook()
+    assert hook.installations(page_size=300).page_size == 300
+    with pytest.raises(ICRConfigError) as ei:
+        hook.installations(page_size=301)
+    assert "the run's page_size 301" in str(ei.value) and "maximum page size 300" in str(ei.value)
+    assert "extra.max_page_size" in str(ei.value)
+
+
+def test_retry_budget_reaches_the_client(sim_conn):
+    sim_conn(retry_budget="45")
+    assert ICRHook().get_conn().retry_budget_s == 45.0
+    sim_conn(retry_budget="-1")
+    with pytest.raises(ICRConfigError, match="extra.retry_budget"):
+        ICRHook().get_conn()

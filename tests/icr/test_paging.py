@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from icr.auth import AppJWT, load_private_key
 from icr.errors import ICRAPIError, ICRSnapshotError
-from icr.paging import InstallationPager, Page, SeenIds
+from icr.paging import InstallationPager, Page, PagingLimits, SeenIds
 
 from .conftest import Reply, installation, needs_simulator, page_body
 
@@ -345,3 +347,108 @@ def test_long_paging_remints_jwt_before_expiry(make_simulator, make_client):
     assert len(ids) == 1000 and pager.report.complete
     assert sim.stats["tokens_rejected"] == 0 and client.stats.retries == 0
     assert auth.minted == 3 and client.stats.tokens_minted == 3  # pages at t=0..1600 s: mints at 0, 600, 1200
+
+
+# --------------------------------------------------------------------------- bounds (issue 19.2/19.4/19.5)
+
+
+@pytest.mark.parametrize("field, value, shown", [
+    ("total", -1, "-1"), ("total", 2**31, str(2**31)), ("total", 10**400, "401 digits"), ("total", 1.5, "1.5"),
+    ("total", True, "True"), ("pageCount", "many", "'many'"), ("currentPage", -2, "-2"), ("nextPage", [1], "[1]"),
+])
+def test_absurd_pagination_numbers_fail_when_the_page_arrives(stub_server, make_client, field, value, shown):
+    def responder(seen):
+        body = page_body([installation(1), installation(2)], total=2, page=0, page_count=1)
+        body["pagination"][field] = value
+        return Reply(200, json.dumps(body).encode())
+
+    srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
+    with pytest.raises(ICRSnapshotError) as ei:
+        list(pager)
+    assert f"pagination.{field}" in str(ei.value) and "page=0" in str(ei.value) and shown in str(ei.value)
+    assert len(srv.requests) == 1
+
+
+def test_the_largest_sane_total_is_accepted(stub_server, make_client):
+    srv, pager = _stub_pager(stub_server, make_client, lambda s: Reply(200, page_body(
+        [installation(1)], total=2**31 - 1, page=0, page_count=None, next_page=None)), page_size=2)
+    assert [p.total for p in pager] == [2**31 - 1]
+
+
+def test_full_pages_past_the_announced_total_fail(stub_server, make_client):
+    def responder(seen):  # new ids on every page, total stays 4, nextPage always ahead
+        p = int(seen.query["page"])
+        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=4, page=p, page_count=None,
+                                    next_page=p + 1))
+
+    srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2,
+                             limits=PagingLimits(extra_pages=3, extra_share=0.0))
+    with pytest.raises(ICRSnapshotError) as ei:
+        list(pager)
+    assert "pagination.total=4" in str(ei.value) and "at most 5 pages" in str(ei.value)
+    assert len(srv.requests) == 5  # 2 announced + 3 margin
+
+
+def test_the_margin_grows_with_the_total(stub_server, make_client):
+    limits = PagingLimits(extra_pages=2, extra_share=0.10)
+    assert limits.allowed_pages(10) == 12 and limits.allowed_pages(1000) == 1100
+
+
+def test_full_pages_of_known_ids_fail(stub_server, make_client):
+    def responder(seen):  # always the same two installations, nextPage always ahead, no total
+        p = int(seen.query["page"])
+        return Reply(200, page_body([installation(1), installation(2)], total=None, page=p, page_count=None,
+                                    next_page=p + 1))
+
+    srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2, limits=PagingLimits(max_repeat_pages=2))
+    with pytest.raises(ICRSnapshotError) as ei:
+        list(pager)
+    assert "2 full pages in a row brought no new installation id" in str(ei.value)
+    assert len(srv.requests) == 3
+
+
+def test_concurrent_paging_does_not_trust_an_absurd_page_count(stub_server, make_client):
+    def responder(seen):
+        p = int(seen.query["page"])
+        items = [installation(p * 2 + i) for i in range(2)] if p < 2 else []
+        return Reply(200, page_body(items, total=4, page=p, page_count=2**31 - 1, next_page=p + 1))
+
+    srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2, concurrency=3,
+                             limits=PagingLimits(extra_pages=2, extra_share=0.0))
+    pages = list(pager)
+    assert sum(len(p.records) for p in pages) == 4
+    assert len(srv.requests) == 4  # 2 announced by total + 2 margin, not 2^31 - 1
+
+
+def test_limit_too_high_is_retried_once_with_the_api_maximum(stub_server, make_client, caplog):
+    def responder(seen):
+        limit, p = int(seen.query["limit"]), int(seen.query["page"])
+        if limit > 2:
+            return Reply(400, {"statusCode": 400, "message": ["limit must not be greater than 2"],
+                               "error": "Bad Request"})
+        n = 2 if p < 2 else 1
+        return Reply(200, page_body([installation(p * 2 + i) for i in range(n)], total=5, page=p, page_count=3))
+
+    srv, pager = _stub_pager(stub_server, make_client, responder, page_size=5)
+    _, ids = _collect(pager)
+    assert len(ids) == 5 and pager.report.complete and pager.page_size == 2
+    assert [r.query["limit"] for r in srv.requests] == ["5", "2", "2", "2"]
+    assert "retrying once with page size 2" in caplog.text
+
+
+def test_limit_too_high_is_not_retried_twice(stub_server, make_client):
+    srv, pager = _stub_pager(stub_server, make_client, lambda s: Reply(
+        400, {"statusCode": 400, "message": "limit must not be greater than 3", "error": "Bad Request"}), page_size=5)
+    with pytest.raises(ICRAPIError) as ei:
+        list(pager)
+    assert ei.value.status == 400 and len(srv.requests) == 2
+
+
+def test_a_hostile_record_reaches_the_page_as_a_bad_record(stub_server, make_client):
+    good = json.dumps(installation(1)).encode()
+    body = b'{"pagination":{"total":2},"installations":[' + good + b',{"id":"x","n":1e400}]}'
+    srv, pager = _stub_pager(stub_server, make_client, lambda s: Reply(200, body), page_size=5)
+    (page,) = list(pager)
+    assert page.records[0] == installation(1)
+    assert type(page.records[1]).__name__ == "BadRecord" and "page=0" in page.records[1].reason
+    assert len(srv.requests) == 1  # not retried: the page was read

@@ -40,7 +40,7 @@ def test_every_extra_has_label_description_and_typed_schema():
     fields = get_provider_info()["connection-types"][0]["conn-fields"]
     assert set(fields) == {
         "private_key_path", "private_key_passphrase", "api_version", "page_size", "concurrency",
-        "timeout", "max_retries", "max_retry_wait", "allow_insecure_http",
+        "timeout", "max_retries", "max_retry_wait", "allow_insecure_http", "max_page_size", "retry_budget",
     }
     for name, f in fields.items():
         assert f["label"] and f["description"] and "type" in f["schema"], name

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-out", help="write (or, if it exists, load) the app private key PEM here")
     p.add_argument("--info-out", help="write base_url/app_id/private_key_path/fingerprints JSON here")
     p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--max-page-size", type=int, default=1000)
+    p.add_argument("--max-page-size", type=int, default=100)
     p.add_argument("--default-page-size", type=int, default=100)
     p.add_argument("--page-base", type=int, choices=(0, 1), default=0)
     p.add_argument("--next-page-on-last", choices=("null", "absent"), default="null")

@@ -41,6 +41,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "slow",
 )
 
+#: kinds answered instead of the request (an outage can be made of these).
+_PRE_FAULT_KINDS = frozenset(k for k in FAULT_KINDS if k not in ("truncated_json", "invalid_json", "slow"))
+
 #: Default kinds for ``error_rate``: everything except ``slow`` (which only makes sense together
 #: with a known client timeout, so tests opt in to it explicitly).
 DEFAULT_FAULT_KINDS: tuple[str, ...] = tuple(k for k in FAULT_KINDS if k != "slow")
@@ -70,6 +73,17 @@ class FaultConfig:
                               ``GET /app/installations`` as given (dicts/lists/values are JSON-encoded,
                               ``str``/``bytes`` are sent verbatim as JSON text); not validated and not
                               counted in ``pagination.total`` — for hand-crafted bad records.
+    ``pagination_override``   ``{field: value}`` merged into the ``pagination`` object of every page
+                              (``bytes`` values are inserted verbatim as JSON text, e.g. ``b"1e400"``;
+                              ``None`` removes the field) — for absurd or missing envelope numbers.
+    ``endless_pages``         ``"repeat"``: every page past the last one serves the last full page again;
+                              ``"new"``: pages past the last one are full of new installations that are
+                              never counted in ``total``. Both always send ``nextPage = page + 1`` and no
+                              ``pageCount`` — a paging loop that never ends.
+    ``dribble_seconds``       seconds between bytes of each ``GET /app/installations`` body (the
+                              status line and headers go at once): a server that sends 1 byte/s.
+    ``outage_until``          ``time.monotonic()`` until which every ``/app/...`` request gets
+                              ``outage_kind`` (see ``ICRSimulator.outage``).
     """
 
     error_rate: float = 0.0
@@ -83,6 +97,11 @@ class FaultConfig:
     scope: str = "list"
     seed: int | None = None
     extra_records: dict | None = None
+    pagination_override: dict | None = None
+    endless_pages: str | None = None
+    dribble_seconds: float = 0.0
+    outage_until: float = 0.0
+    outage_kind: str = "reset"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +114,10 @@ class FaultConfig:
             raise ValueError(f"unknown fault kinds {unknown}; known: {list(FAULT_KINDS)}")
         if self.error_rate and not self.fault_kinds:
             raise ValueError("error_rate > 0 needs at least one fault kind")
+        if self.endless_pages not in (None, "repeat", "new"):
+            raise ValueError(f"endless_pages must be None, 'repeat' or 'new', got {self.endless_pages!r}")
+        if self.outage_kind not in _PRE_FAULT_KINDS:
+            raise ValueError(f"outage_kind must be one of {sorted(_PRE_FAULT_KINDS)}")
         if self.scope not in ("list", "app"):
             raise ValueError(f"scope must be 'list' or 'app', got {self.scope!r}")
         if self.extra_records is not None:
@@ -143,8 +166,9 @@ class SimulatorConfig:
 
     installations: int = 1000
     seed: int = 7
-    #: [Assumed] ``limit`` above this → 400 "limit must not be greater than N".
-    max_page_size: int = 1000
+    #: [Assumed] ``limit`` above this → 400 "limit must not be greater than N". 100: the largest
+    #: page size ICR's docs show working (the client's default ``max_page_size`` is the same).
+    max_page_size: int = 100
     #: [Assumed] page size when ``limit`` is absent (ICR's sample calls the endpoint with no query).
     default_page_size: int = 100
     #: [Assumed] 0-based pages (ICR's examples start at page=0). Set 1 for 1-based.

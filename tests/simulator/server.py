@@ -291,6 +291,11 @@ class ICRSimulator:
         with self._lock:
             self._fail_next.extend([kind] * int(n))
 
+    def outage(self, seconds: float, kind: str = "reset") -> None:
+        """For the next ``seconds``, answer every ``/app/...`` request with fault ``kind`` (an API
+        that is down: ``reset`` drops each connection, ``503``/``502`` answer an error)."""
+        self._faults.update(outage_until=time.monotonic() + float(seconds), outage_kind=kind)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._fail_next.clear()
@@ -299,6 +304,8 @@ class ICRSimulator:
     def _pick_fault(self, kind: str) -> str | None:
         f = self._faults
         with self._lock:
+            if f.outage_until and time.monotonic() < f.outage_until:
+                return f.outage_kind
             if self._fail_next:
                 return self._fail_next.popleft()
             if not f.error_rate or (f.scope == "list" and kind != "list"):
@@ -751,11 +758,17 @@ class ICRSimulator:
             return _error(400, errors)
         base = cfg.page_base
         absent = cfg.next_page_on_last == "absent"
+        endless = self._faults.endless_pages
         with self._lock:
             total = self._hi - self._lo - len(self._removed)
             page_count = -(-total // limit)
             pos = page - base
             keys = self._keys_for(self._live_indices(pos * limit, limit)) if pos < page_count else []
+            if endless == "repeat" and pos >= page_count and total >= limit:
+                keys = self._keys_for(self._live_indices((total // limit - 1) * limit, limit))
+            elif endless == "new" and pos >= page_count:
+                start = self._hi + (pos - page_count) * limit
+                keys = [(i, 0, 0) for i in range(start, start + limit)]
             ahead = self._keys_for(self._live_indices((pos + 1) * limit, limit)) if pos + 1 < page_count else []
         if ahead and self.config.prefetch:
             try:
@@ -777,7 +790,11 @@ class ICRSimulator:
             pagination["prevPage"] = page - 1
         elif not absent:
             pagination["prevPage"] = None
-        body = b"".join((b'{"pagination":', json.dumps(pagination, separators=(",", ":")).encode(),
+        if endless:
+            pagination["nextPage"] = page + 1
+            pagination.pop("pageCount")
+        pagination_json = _pagination_json(pagination, self._faults.pagination_override)
+        body = b"".join((b'{"pagination":', pagination_json,
                          b',"installations":[', b",".join(items), b"]}"))
         self._count("pages_served")
         self._count("installations_served", n=len(items))
@@ -835,6 +852,21 @@ class ICRSimulator:
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, str(exc))
         return _error(404, f"Cannot {method} {path}")
+
+
+def _pagination_json(pagination: dict, override: dict | None) -> bytes:
+    """``pagination`` with ``FaultConfig.pagination_override`` applied (bytes = verbatim JSON)."""
+    if not override:
+        return json.dumps(pagination, separators=(",", ":")).encode()
+    merged = dict(pagination)
+    for k, v in override.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = v
+    parts = [json.dumps(k).encode() + b":" + (v if isinstance(v, bytes) else json.dumps(v).encode())
+             for k, v in merged.items()]
+    return b"{" + b",".join(parts) + b"}"
 
 
 def _warm_span(task: tuple) -> list[bytes]:
@@ -903,9 +935,10 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self._write(resp)
+        dribble = sim.faults.dribble_seconds if sim._classify(self.command, path) == "list" else 0.0
+        self._write(resp, dribble)
 
-    def _write(self, resp: _Resp) -> None:
+    def _write(self, resp: _Resp, dribble: float = 0.0) -> None:
         status = resp.status
         lines = [
             f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n",
@@ -919,6 +952,16 @@ class _Handler(BaseHTTPRequestHandler):
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
         try:
+            if dribble > 0:  # headers at once, then the body one byte at a time
+                self.wfile.write("".join(lines).encode("latin-1"))
+                self.wfile.flush()
+                stop = self.server.sim._stop_event
+                for i in range(len(resp.body)):
+                    if stop.wait(dribble):
+                        break
+                    self.wfile.write(resp.body[i:i + 1])
+                    self.wfile.flush()
+                return
             self.wfile.write("".join(lines).encode("latin-1") + resp.body)
         except OSError:
             self.close_connection = True

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -54,8 +55,12 @@ _PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DO
 def mask(value: str | bytes | None) -> None:
     """Register ``value`` with Airflow's secrets masker; silently do nothing outside Airflow.
 
-    Airflow 3.3: ``airflow.sdk.log.mask_secret`` masks in the task process *and* tells the
-    supervisor (whose log output is what users read).
+    Airflow 3.3: ``airflow.sdk.log.mask_secret`` masks in the task process *and* sends the value
+    to the task's supervisor (whose log output is what users read); a worker's supervisor logs
+    that message with its body omitted. Under ``airflow dags test`` the supervisor runs in this
+    very process, and its in-process comms log every message they carry at DEBUG, value included
+    (``Sending request … msg=MaskSecret(value='-----BEGIN PRIVATE KEY-----…')``). There the value
+    only goes into this process's masker, which is the supervisor's own.
     """
     if not value:
         return
@@ -65,13 +70,26 @@ def mask(value: str | bytes | None) -> None:
         except UnicodeDecodeError:
             return
     try:
+        from airflow.sdk._shared.secrets_masker import mask_secret as mask_in_this_process
         from airflow.sdk.log import mask_secret
     except Exception:  # pragma: no cover - Airflow missing or broken: nothing to mask into
         return
     try:
-        mask_secret(value)
+        if _supervisor_in_this_process():
+            mask_in_this_process(value)
+        else:
+            mask_secret(value)
     except Exception:  # pragma: no cover - masking must never break a request
         log.debug("could not register a secret with the Airflow masker", exc_info=False)
+
+
+def _supervisor_in_this_process() -> bool:
+    """True when the task's supervisor comms are Airflow's in-process ones (``airflow dags test``)."""
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return isinstance(in_process, type) and isinstance(comms, in_process)
 
 
 def _mask_pem(text: str) -> None:

@@ -105,18 +105,18 @@ def test_key_file_is_directory(tmp_path):
 
 def test_key_file_unreadable(tmp_path, keys, monkeypatch):
     import os
-    from pathlib import Path
 
     p = tmp_path / "k.pem"
     p.write_text(keys.pkcs8)
     p.chmod(0)
-    if os.geteuid() == 0:  # root reads any file: make the read fail as it would for a worker user
-        def denied(self):
-            raise PermissionError(13, "Permission denied", str(self))
+    with monkeypatch.context() as m:
+        if os.geteuid() == 0:  # root opens any file: make the open fail as it would for a worker user
+            def denied(path, *args, **kwargs):
+                raise PermissionError(13, "Permission denied", str(path))
 
-        monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(ICRConfigError, match="not readable") as ei:
-        load_private_key(None, path=str(p))
+            m.setattr(auth.os, "open", denied)
+        with pytest.raises(ICRConfigError, match="not readable") as ei:
+            load_private_key(None, path=str(p))
     assert ei.value.field == "extra.private_key_path"
 
 

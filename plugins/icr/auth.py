@@ -301,7 +301,7 @@ def _file_kind(mode: int) -> str:
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return kind
-    return "not a file"
+    return "a special file"
 
 
 def _key_file_error(p: Path, exc: OSError, conn_id: str | None) -> ICRConfigError:

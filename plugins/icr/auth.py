@@ -11,6 +11,8 @@ Choices (documented here because they are ours, not ICR's):
   answered with a clear ``401`` anyway, and an error here would block a format ICR might change.
 * Every secret that passes through (PEM text, passphrase, each JWT) is registered with Airflow's
   secrets masker via :func:`mask`, which is a no-op outside Airflow.
+* ``extra.private_key_path`` must name a regular file of at most 64 KiB (``MAX_KEY_FILE_BYTES``):
+  a PEM key is a few KB, and a device or FIFO would exhaust or hang the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import re
+import stat
+import sys
 import threading
 import time
 import uuid
@@ -44,6 +49,9 @@ MIN_RSA_BITS = 2048
 MAX_LIFETIME_S = 540
 #: ICR: "set [iat] 60 seconds in the past" to protect against clock drift.
 DEFAULT_BACKDATE_S = 60
+#: extra.private_key_path: a PEM RSA key is 1.7 KB (2048 bits) to 3.3 KB (4096 bits); a bigger
+#: file is the wrong one, and reading it whole could exhaust the worker (``/dev/zero``).
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 _PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
@@ -54,8 +62,12 @@ _PEM_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DO
 def mask(value: str | bytes | None) -> None:
     """Register ``value`` with Airflow's secrets masker; silently do nothing outside Airflow.
 
-    Airflow 3.3: ``airflow.sdk.log.mask_secret`` masks in the task process *and* tells the
-    supervisor (whose log output is what users read).
+    Airflow 3.3: ``airflow.sdk.log.mask_secret`` masks in the task process *and* sends the value
+    to the task's supervisor (whose log output is what users read); a worker's supervisor logs
+    that message with its body omitted. Under ``airflow dags test`` the supervisor runs in this
+    very process, and its in-process comms log every message they carry at DEBUG, value included
+    (``Sending request … msg=MaskSecret(value='-----BEGIN PRIVATE KEY-----…')``). There the value
+    only goes into this process's masker, which is the supervisor's own.
     """
     if not value:
         return
@@ -65,13 +77,26 @@ def mask(value: str | bytes | None) -> None:
         except UnicodeDecodeError:
             return
     try:
+        from airflow.sdk._shared.secrets_masker import mask_secret as mask_in_this_process
         from airflow.sdk.log import mask_secret
     except Exception:  # pragma: no cover - Airflow missing or broken: nothing to mask into
         return
     try:
-        mask_secret(value)
+        if _supervisor_in_this_process():
+            mask_in_this_process(value)
+        else:
+            mask_secret(value)
     except Exception:  # pragma: no cover - masking must never break a request
         log.debug("could not register a secret with the Airflow masker", exc_info=False)
+
+
+def _supervisor_in_this_process() -> bool:
+    """True when the task's supervisor comms are Airflow's in-process ones (``airflow dags test``)."""
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return isinstance(in_process, type) and isinstance(comms, in_process)
 
 
 def _mask_pem(text: str) -> None:
@@ -224,27 +249,73 @@ def load_private_key(
 
 
 def _read_key_file(path: str, conn_id: str | None) -> str:
+    """The key file's text: a regular file (symlinks followed) of at most ``MAX_KEY_FILE_BYTES``.
+
+    Checked with ``stat`` before opening and ``fstat`` after (the path may change in between),
+    and opened non-blocking: ``/dev/zero`` would otherwise fill the worker's memory and a FIFO
+    block it forever.
+    """
     p = Path(path).expanduser()
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ICRConfigError(FIELD_KEY_PATH, f"file {str(p)!r} does not exist on this worker", conn_id) from None
-    except IsADirectoryError:
-        raise ICRConfigError(FIELD_KEY_PATH, f"{str(p)!r} is a directory, not a PEM file", conn_id) from None
-    except PermissionError:
-        raise ICRConfigError(
-            FIELD_KEY_PATH, f"file {str(p)!r} is not readable by this process (permission denied)", conn_id
-        ) from None
+        _check_key_file(p, p.stat(), conn_id)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_key_file(p, os.fstat(f.fileno()), conn_id)
+            data = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise ICRConfigError(
-            FIELD_KEY_PATH, f"file {str(p)!r} could not be read ({exc.strerror or type(exc).__name__})", conn_id
-        ) from None
+        raise _key_file_error(p, exc, conn_id) from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise _too_big(p, conn_id)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ICRConfigError(
             FIELD_KEY_PATH, f"file {str(p)!r} is not PEM text (binary; convert DER to PEM)", conn_id
         ) from None
+
+
+def _check_key_file(p: Path, st: os.stat_result, conn_id: str | None) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise ICRConfigError(FIELD_KEY_PATH, f"{str(p)!r} is a directory, not a PEM file", conn_id)
+    if not stat.S_ISREG(st.st_mode):
+        raise ICRConfigError(
+            FIELD_KEY_PATH,
+            f"{str(p)!r} is {_file_kind(st.st_mode)}, not a regular file; point it at the .pem file ICR issued",
+            conn_id,
+        )
+    if st.st_size > MAX_KEY_FILE_BYTES:
+        raise _too_big(p, conn_id)
+
+
+def _too_big(p: Path, conn_id: str | None) -> ICRConfigError:
+    return ICRConfigError(
+        FIELD_KEY_PATH,
+        f"file {str(p)!r} is larger than {MAX_KEY_FILE_BYTES // 1024} KiB; a PEM private key is a few KB: "
+        "is this the right file?",
+        conn_id,
+    )
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _key_file_error(p: Path, exc: OSError, conn_id: str | None) -> ICRConfigError:
+    if isinstance(exc, FileNotFoundError):
+        return ICRConfigError(FIELD_KEY_PATH, f"file {str(p)!r} does not exist on this worker", conn_id)
+    if isinstance(exc, IsADirectoryError):
+        return ICRConfigError(FIELD_KEY_PATH, f"{str(p)!r} is a directory, not a PEM file", conn_id)
+    if isinstance(exc, PermissionError):
+        return ICRConfigError(
+            FIELD_KEY_PATH, f"file {str(p)!r} is not readable by this process (permission denied)", conn_id
+        )
+    return ICRConfigError(
+        FIELD_KEY_PATH, f"file {str(p)!r} could not be read ({exc.strerror or type(exc).__name__})", conn_id
+    )
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -62,6 +62,7 @@ from icr.provider import (
     DEFAULT_MAX_RETRY_WAIT_S,
     DEFAULT_RETRY_BUDGET_S,
 )
+from icr.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,13 @@ def normalize_base_url(base_url: str | None, *, allow_insecure_http: bool = Fals
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and ``localhost``: the only hosts where plain http is harmless."""
+    """127.0.0.0/8, ::1 and the literal ``localhost``: the only hosts where plain http is harmless.
+
+    Not ``*.localhost``: on many machines (this one included) such names are resolved through
+    DNS, so the JWT could travel unencrypted to whatever address DNS returns.
+    """
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -178,7 +183,7 @@ def api_message(response: requests.Response) -> str:
         text = " ".join(text.split())
     if not text:
         text = response.reason or "(empty body)"
-    return _truncate(text)
+    return _truncate(redact(text))  # redact first: a cut JWT is still recognised by its shape
 
 
 def _truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -2,14 +2,24 @@
 
 Every message names what was wrong and where (the connection field, the request path, the
 record). None may contain a private key, a passphrase, a JWT or an access token: the messages
-reach Airflow task logs, ``icr_sync_runs.error`` and the UI.
+reach Airflow task logs, ``icr_sync_runs.error`` and the UI. Every :class:`ICRError` redacts its
+text by shape as it is made (``icr.redact``), as a last line of defence.
 """
 
 from __future__ import annotations
 
+from icr.redact import redact
+
 
 class ICRError(Exception):
-    """Base class for every error this package raises on purpose."""
+    """Base class for every error this package raises on purpose.
+
+    Its text is redacted (:func:`icr.redact.redact`) when the error is made: a message that
+    quotes an API answer may hold a JWT, cut or whole, that Airflow's masker would not catch.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ICRConfigError(ICRError):
@@ -41,7 +51,7 @@ class ICRAPIError(ICRError):
         self.status = status
         self.method = method
         self.path = path
-        self.api_message = message
+        self.api_message = redact(message)
         self.attempts = attempts
         status_text = f"HTTP {status}" if status is not None else "no response"
         tries = f" after {attempts} attempts" if attempts > 1 else ""

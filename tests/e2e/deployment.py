@@ -546,6 +546,9 @@ class Deployment:
         # no other process has the callable), so `hostname` proves where a task ran.
         worker_env[WORKER_HOSTNAME_ENV] = self.worker_hostname
         worker_env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tests.e2e.worker_identity.hostname"
+        # The worker and its task processes log at DEBUG, so that the secret scan of
+        # test_real_airflow covers DEBUG output too (issue 19, item 7).
+        worker_env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "DEBUG"
         log = self.artifacts / "celery-worker.log"
         self._worker_log_start = log.stat().st_size if log.exists() else 0  # a replacement appends
         self.procs.start("celery-worker", [str(AIRFLOW_BIN), "celery", "worker", "--concurrency", "2",

@@ -285,6 +285,30 @@ def test_env_example_defines_every_required_variable(env_example):
     assert not missing, f".env.example does not define: {missing}"
 
 
+def test_fernet_key_is_required(services, env_example):
+    """Without a Fernet key Airflow stores connection passwords and extras (a PEM pasted into the
+    form, a passphrase) in clear in its metadata database: compose must refuse to start."""
+    for name in AIRFLOW_SERVICES:
+        value = services[name]["environment"].get("AIRFLOW__CORE__FERNET_KEY")
+        assert isinstance(value, str) and value.startswith("${AIRFLOW__CORE__FERNET_KEY:?"), (
+            f"{name}: AIRFLOW__CORE__FERNET_KEY is {value!r}, not required with ${{VAR:?message}}")
+        assert "AIRFLOW__CORE__FERNET_KEY" in value[len("${AIRFLOW__CORE__FERNET_KEY:?"):], (
+            f"{name}: the error message should name the variable to set")
+    assert compose_variables(_strip_comments(COMPOSE.read_text()))["AIRFLOW__CORE__FERNET_KEY"] is False
+    assert env_example["AIRFLOW__CORE__FERNET_KEY"] == "CHANGE_ME"
+    text = ENV_EXAMPLE.read_text()
+    assert 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"' in text
+
+
+def test_required_secrets_are_not_empty_in_env_example(env_example):
+    """A required variable left empty in .env.example would pass compose's ``:?`` check only to
+    fail later (or, for the Fernet key, store secrets in clear): each has a value or CHANGE_ME."""
+    required = [v for v, defaulted in compose_variables(_strip_comments(COMPOSE.read_text())).items()
+                if not defaulted]
+    empty = [v for v in required if not env_example.get(v)]
+    assert not empty, f".env.example leaves required variables empty: {empty}"
+
+
 def test_env_example_connections(env_example, services):
     icr = json.loads(env_example["AIRFLOW_CONN_ICR_DEFAULT"])
     assert icr["conn_type"] == "icr"

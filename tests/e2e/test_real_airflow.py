@@ -79,6 +79,27 @@ def test_backfill_three_days_on_celery(airflow_deployment: Deployment, say):
     say(f"\ne2e backfill of {DAG_ID} on {first}..{last} (Celery worker {dep.worker_hostname}):")
     for line in lines:
         say(line)
+    _no_secret_in_worker_logs(dep, worker_log, say)
+
+
+def _no_secret_in_worker_logs(dep: Deployment, worker_log: str, say) -> None:
+    """The worker logs at DEBUG (deployment.py): neither its log nor the task logs hold any piece
+    of the app's private key, an app JWT (whole or cut) or an access token."""
+    from pathlib import Path
+
+    from tests.faults.conftest import LeakScanner
+
+    scanner = LeakScanner()
+    scanner.add_secret(Path(dep.simulator["private_key_path"]).read_text(), "the app's private key")
+    assert "[debug" in worker_log.lower() or " DEBUG " in worker_log, "the worker did not log at DEBUG"
+    texts = {"celery-worker.log": worker_log}
+    texts.update({str(p.relative_to(dep.home)): p.read_text(errors="replace")
+                  for p in (dep.home / "logs").rglob("*") if p.is_file()})
+    found = [f"{f.what} in {name}: …{f.excerpt}" for name, text in texts.items()
+             for f in scanner.scan("e2e", name, text)]
+    assert not found, "secrets at DEBUG on the Celery worker: " + "; ".join(found[:5])
+    say(f"  DEBUG secret scan: {len(texts)} worker and task logs, "
+        f"{sum(len(t) for t in texts.values()) / 1e6:.1f} MB, nothing found")
 
 
 def test_connection_test_endpoint(airflow_deployment: Deployment, say):

@@ -47,6 +47,8 @@ FAULT_CLASSES: dict[str, str] = {
     "leaks": "Secret scan of logs, task logs, XComs, exceptions and every warehouse text column",
     "hostile_api": "Hostile API (records nested 1,500 deep, lone surrogates, 1e400, 4,400-digit integers; endless "
                    "paging; oversized and dribbling answers; absurd pagination numbers; page-size limit; 20 s outage)",
+    "secrets": "Secrets in error texts and DEBUG output (echoed and cut JWTs, DEBUG `dags test`, key file checks, "
+               "plain-http hosts)",
 }
 
 
@@ -84,7 +86,13 @@ LEDGER = Ledger()
 # --------------------------------------------------------------------------- the leak scanner
 
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+# a cut JWT: one base64url JSON segment ("eyJ" = '{"') long enough to hold a header or claims
+JWT_PART_RE = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{16,}")
 ACCESS_TOKEN_RE = re.compile(r"crs_[A-Za-z0-9]{12,}")
+# runs that may hold part of a known JWT signature (base64url)
+_B64URL_RUN_RE = re.compile(r"[A-Za-z0-9_-]{40,}")
+#: this many characters of a known JWT signature, anywhere, are a leak
+SIGNATURE_CHARS = 40
 # a private-key header followed by key material (a bare header in a help text is no secret)
 PEM_HEADER_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\\n|\s)*(?:[A-Za-z-]+: [^\n]*(?:\\n|\s)+)*"
                            r"[A-Za-z0-9+/=]{40,}")
@@ -99,11 +107,14 @@ class Finding:
 
 
 class LeakScanner:
-    """Looks for secrets in texts: registered literals (PEM body lines, passphrases) and shapes
-    (any JWT, any ``crs_`` access token, any PEM private-key header)."""
+    """Looks for secrets in texts: registered literals (PEM body lines, passphrases), parts of
+    known JWTs (:meth:`add_token`: 40+ characters of a signature) and shapes (any JWT, whole or
+    cut to a header or claims segment, any ``crs_`` access token, any PEM private-key header)."""
 
     def __init__(self) -> None:
         self.literals: dict[str, str] = {}
+        self.tokens: set[str] = set()
+        self._signature_windows: set[str] = set()
         self.findings: list[Finding] = []
         self.texts = 0
         self.chars = 0
@@ -125,6 +136,32 @@ class LeakScanner:
         elif len(value) >= 6:
             self.literals[value] = label
 
+    def add_token(self, token: str) -> None:
+        """Register a JWT we minted: any 40 characters of its signature in a text are a leak (its
+        header and claims segments are caught by shape)."""
+        if token in self.tokens:
+            return
+        parts = token.split(".")
+        if len(parts) != 3:
+            return
+        signature = parts[2]
+        with self._lock:
+            self.tokens.add(token)
+            self._signature_windows.update(signature[i:i + SIGNATURE_CHARS]
+                                           for i in range(len(signature) - SIGNATURE_CHARS + 1))
+
+    def _signature_at(self, text: str) -> int:
+        """Where 40+ characters of a known signature start in ``text``, or -1."""
+        if not self._signature_windows:
+            return -1
+        windows = self._signature_windows
+        for m in _B64URL_RUN_RE.finditer(text):
+            run = m.group(0)
+            for i in range(len(run) - SIGNATURE_CHARS + 1):
+                if run[i:i + SIGNATURE_CHARS] in windows:
+                    return m.start() + i
+        return -1
+
     def scan(self, fault_class: str, source: str, text: Any) -> list[Finding]:
         if text is None:
             return []
@@ -132,9 +169,18 @@ class LeakScanner:
             text = text.decode("utf-8", "replace")
         text = str(text)
         found: list[Finding] = []
+        whole_jwts = set()
         for rx, what in ((JWT_RE, "JWT"), (ACCESS_TOKEN_RE, "access token"), (PEM_HEADER_RE, "PEM private key")):
             for m in rx.finditer(text):
                 found.append(Finding(fault_class, source, what, _excerpt(text, m.start())))
+                if rx is JWT_RE:
+                    whole_jwts.update(range(m.start(), m.end()))
+        for m in JWT_PART_RE.finditer(text):
+            if m.start() not in whole_jwts:
+                found.append(Finding(fault_class, source, "partial JWT", _excerpt(text, m.start())))
+        at = self._signature_at(text)
+        if at >= 0:
+            found.append(Finding(fault_class, source, "JWT signature (40+ characters)", _excerpt(text, at)))
         for literal, label in self.literals.items():
             at = text.find(literal)
             if at >= 0:
@@ -205,15 +251,40 @@ def leaks(request: pytest.FixtureRequest) -> LeakHandle:
 _LEAKS_KEY = pytest.StashKey[LeakHandle]()
 
 
+def captured_log_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record the test logged, in all its phases (setup, call, and teardown so far).
+
+    ``caplog.text`` alone holds only the current phase's records: read at teardown, it would
+    miss everything the test itself logged."""
+    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    lines = []
+    for record in dict.fromkeys(records):  # teardown's records may be the same objects
+        try:
+            lines.append(formatter.format(record))
+        except Exception as exc:  # noqa: BLE001 - a bad format string must not hide the rest
+            lines.append(f"{record.levelname} {record.name} {record.msg!r} {record.args!r} ({exc})")
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_logging_configured() -> None:
+    """Airflow configures logging when it is first imported: root level INFO, its own handlers.
+    Had that happen inside a test, it would undo that test's DEBUG level and drop pytest's
+    capture handler (the test's log records would go unscanned), so import it before any test."""
+    import airflow.settings  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _scan_test_output(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture,
                       capfd: pytest.CaptureFixture[str], leaks: LeakHandle) -> Iterator[None]:
-    """Capture everything the test logs (DEBUG and up) and prints, and scan it at teardown."""
+    """Capture everything the test logs (DEBUG and up, in every phase) and prints, and scan it at
+    teardown."""
     caplog.set_level(logging.DEBUG)
     for noisy in ("urllib3", "asyncio", "filelock"):
         logging.getLogger(noisy).setLevel(logging.INFO)
     yield
-    leaks.feed("log", caplog.text)
+    leaks.feed("log", captured_log_text(caplog))
     out, err = capfd.readouterr()
     leaks.feed("stdout", out)
     leaks.feed("stderr", err)
@@ -227,6 +298,22 @@ def _scan_test_output(request: pytest.FixtureRequest, caplog: pytest.LogCaptureF
     if leaks.found:
         pytest.fail("secret(s) leaked: " + "; ".join(f"{f.what} in {f.source.split(':')[0]}: …{f.excerpt}"
                                                       for f in leaks.found[:5]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _register_minted_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app JWT the hook mints in this process is known to the scanner, so that a cut piece
+    of its signature is found too."""
+    from icr.auth import AppJWT
+
+    mint = AppJWT.token
+
+    def token(self: AppJWT) -> str:
+        value = mint(self)
+        LEAKS.add_token(value)
+        return value
+
+    monkeypatch.setattr(AppJWT, "token", token)
 
 
 # --------------------------------------------------------------------------- warehouses

@@ -18,8 +18,15 @@ def test_scanner_finds_planted_secrets(make_simulator):
     scanner.add_secret(sim.private_key_pem, "key")
     scanner.add_secret("a passphrase 123", "passphrase")
     body_line = sim.private_key_pem.splitlines()[5]
+    token = sim.mint_jwt()
+    header, claims, signature = token.split(".")
+    scanner.add_token(token)
     samples = {
         "jwt": "Authorization: Bearer " + sim.mint_jwt(),
+        "jwt cut in its signature": "Authorization: Bearer " + token[:len(header) + len(claims) + 30] + "…",
+        "jwt header segment alone": f"bad header {header}…",
+        "jwt claims segment alone": f"claims {claims[:30]}",
+        "40 characters of a known signature": f"sig={signature[100:140]}!",
         "access token": "token=crs_" + "Ab3" * 14,
         "pem line": f"log: {body_line} ...",
         "pem json-escaped": sim.private_key_pem.replace("\n", "\\n"),
@@ -28,6 +35,8 @@ def test_scanner_finds_planted_secrets(make_simulator):
     for name, text in samples.items():
         assert scanner.scan("leaks", name, text), f"the scanner misses a {name}"
     assert not scanner.scan("leaks", "clean", "expected a '-----BEGIN RSA PRIVATE KEY-----' block; eyJ only")
+    assert not scanner.scan("leaks", "clean", f"39 characters of a signature: {signature[100:139]}")
+    assert not scanner.scan("leaks", "clean", "Authorization: Bearer [redacted]; keyJsonWebTokenSettingsAreFine")
 
 
 def test_no_secret_anywhere_in_the_session(ledger):

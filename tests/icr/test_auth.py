@@ -105,18 +105,18 @@ def test_key_file_is_directory(tmp_path):
 
 def test_key_file_unreadable(tmp_path, keys, monkeypatch):
     import os
-    from pathlib import Path
 
     p = tmp_path / "k.pem"
     p.write_text(keys.pkcs8)
     p.chmod(0)
-    if os.geteuid() == 0:  # root reads any file: make the read fail as it would for a worker user
-        def denied(self):
-            raise PermissionError(13, "Permission denied", str(self))
+    with monkeypatch.context() as m:
+        if os.geteuid() == 0:  # root opens any file: make the open fail as it would for a worker user
+            def denied(path, *args, **kwargs):
+                raise PermissionError(13, "Permission denied", str(path))
 
-        monkeypatch.setattr(Path, "read_bytes", denied)
-    with pytest.raises(ICRConfigError, match="not readable") as ei:
-        load_private_key(None, path=str(p))
+            m.setattr(auth.os, "open", denied)
+        with pytest.raises(ICRConfigError, match="not readable") as ei:
+            load_private_key(None, path=str(p))
     assert ei.value.field == "extra.private_key_path"
 
 
@@ -386,3 +386,34 @@ def test_tokens_and_keys_registered_with_masker(keys):
     assert pem_body(keys.encrypted_pkcs8) not in redact(f"pem: {keys.encrypted_pkcs8}")
     one_line = "".join(keys.encrypted_pkcs8.splitlines()[1:-1])
     assert one_line not in redact(f"pem: {one_line}")
+
+
+def test_mask_under_dags_test_does_not_send_the_secret_to_be_echoed(monkeypatch):
+    """Under ``airflow dags test`` the supervisor's in-process comms log every message at DEBUG,
+    value included: mask() keeps the secret in this process's masker (the supervisor's too)."""
+    from airflow.sdk._shared.secrets_masker import redact
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, msg):
+            self.sent.append(msg)
+
+    class InProcess(Recorder, InProcessSupervisorComms):  # isinstance of the real class; records sends
+        pass
+
+    in_process = object.__new__(InProcess)
+    Recorder.__init__(in_process)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", in_process, raising=False)
+    auth.mask("in-process secret 8c41f0")
+    assert in_process.sent == []
+    assert "8c41f0" not in redact("value: in-process secret 8c41f0")
+
+    # A task in its own process (a worker): the supervisor must be told, or it would not mask.
+    subprocess_comms = Recorder()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", subprocess_comms)
+    auth.mask("worker secret 5d27aa")
+    assert [type(m).__name__ for m in subprocess_comms.sent] == ["MaskSecret"]

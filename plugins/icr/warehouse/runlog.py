@@ -10,32 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
+from icr.redact import redact
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.staging import drop_orphaned_staging
 
 log = logging.getLogger(__name__)
 
-_SECRET_PATTERNS = [
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-     "[private key redacted]"),
-    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[token redacted]"),  # JWTs
-    (re.compile(r"crs_[A-Za-z0-9_\-]{6,}"), "[token redacted]"),  # ICR access tokens
-    (re.compile(r"(?i)(bearer\s+)[^\s'\"]+"), r"\1[token redacted]"),
-]
-
-
-def redact(text: str) -> str:
-    """Last line of defence before an error text is stored: strip anything shaped like a secret."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text[:4000]
+#: ``icr_sync_runs.error`` keeps this many characters of the (redacted) error text.
+MAX_ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -118,7 +106,8 @@ def fail_run(warehouse: Warehouse, run_id: str, error: BaseException | str) -> N
     """Mark a run failed with a redacted, bounded error text; never raises."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     try:
-        update_run(warehouse, run_id, status="failed", finished_at=now_utc(), error=redact(text))
+        update_run(warehouse, run_id, status="failed", finished_at=now_utc(),
+                   error=redact(text)[:MAX_ERROR_CHARS])
     except Exception:  # the warehouse itself may be what failed
         log.exception("Could not record the failure of run %s in icr_sync_runs", run_id)
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.logs import captured_log_text
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "reliability.md"
 
@@ -249,22 +251,6 @@ def leaks(request: pytest.FixtureRequest) -> LeakHandle:
 
 
 _LEAKS_KEY = pytest.StashKey[LeakHandle]()
-
-
-def captured_log_text(caplog: pytest.LogCaptureFixture) -> str:
-    """Every record the test logged, in all its phases (setup, call, and teardown so far).
-
-    ``caplog.text`` alone holds only the current phase's records: read at teardown, it would
-    miss everything the test itself logged."""
-    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
-    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
-    lines = []
-    for record in dict.fromkeys(records):  # teardown's records may be the same objects
-        try:
-            lines.append(formatter.format(record))
-        except Exception as exc:  # noqa: BLE001 - a bad format string must not hide the rest
-            lines.append(f"{record.levelname} {record.name} {record.msg!r} {record.args!r} ({exc})")
-    return "\n".join(lines)
 
 
 @pytest.fixture(scope="session", autouse=True)

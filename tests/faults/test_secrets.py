@@ -30,9 +30,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.logs import captured_log_text
 from tests.faults.conftest import (
     JWT_RE,
-    captured_log_text,
     fingerprint,
     new_run,
     run_rows,

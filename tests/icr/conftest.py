@@ -4,6 +4,7 @@ for answers the simulator cannot give, and a connection set through AIRFLOW_CONN
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -20,6 +21,8 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="icr-tests-airflow
 
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+from tests.support.logs import captured_log_text  # noqa: E402
 
 APP_ID = "d23967cc-dd16-452b-8af4-869965745978"
 PASSPHRASE = "correct horse battery staple"
@@ -262,11 +265,12 @@ _MY_MODULES = {"test_auth", "test_client", "test_paging", "test_hooks", "test_pr
 
 @pytest.fixture(autouse=True)
 def _no_secrets_in_logs(request, caplog) -> Iterator[None]:
-    """Across the client tests: no JWT, bearer header or PEM ever reaches a log record."""
+    """Across the client tests: no JWT, bearer header or PEM ever reaches a log record (any level)."""
+    caplog.set_level(logging.DEBUG)
     yield
     if request.module.__name__.rsplit(".", 1)[-1] not in _MY_MODULES:
         return
-    text = caplog.text
+    text = captured_log_text(caplog)
     assert "Bearer " not in text
     assert "eyJhbGciOiJSUzI1NiIs" not in text  # base64 of '{"alg":"RS256",' = every app JWT
     assert "PRIVATE KEY-----" not in text

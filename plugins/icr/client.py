@@ -80,6 +80,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _GATE_REASONS = frozenset({"429", "403-ratelimit"})
 
 MAX_MESSAGE_CHARS = 300
+#: what a JSON decoder returns; anything else came from a caller's own ``decode``.
+_JSON_VALUES = (dict, list, str, int, float, bool, type(None))
 #: bytes asked of the socket per read while streaming an answer.
 READ_CHUNK = 1 << 20
 
@@ -504,9 +506,14 @@ class ICRClient:
         """POST a JSON body and return the decoded JSON answer."""
         return self._request("POST", path, json_body=json, ok=tuple(ok))
 
-    def get_installation(self, installation_id: str) -> dict[str, Any]:
-        """One installation (ICR answers the object unwrapped); 404 → ICRAPIError."""
-        body = self.get_json(f"/app/installations/{installation_id}")
+    def get_installation(
+        self, installation_id: str, *, decode: Callable[[bytes], Any] | None = None
+    ) -> Any:
+        """One installation (ICR answers the object unwrapped); 404 → ICRAPIError. ``decode`` as
+        for :meth:`get_json` (it may turn an unreadable answer into a reject object)."""
+        body = self.get_json(f"/app/installations/{installation_id}", decode=decode)
+        if not isinstance(body, _JSON_VALUES):
+            return body  # what the caller's decoder made of an unreadable record
         if not isinstance(body, dict):
             raise ICRAPIError(200, "GET", f"/app/installations/{installation_id}", "answer is not a JSON object")
         return body

@@ -67,6 +67,21 @@ def decode_page(content: bytes, *, where: str = "page") -> Any:
     return body
 
 
+def decode_installation(content: bytes, *, installation_id: str, where: str = "record") -> Any:
+    """One installation answered on its own (``GET /app/installations/{id}``): decoded as usual,
+    or a :class:`BadRecord` naming ``where`` when the decoder cannot read it, so the recovery of
+    skipped installations rejects a hostile answer instead of retrying it. A body that is not a
+    JSON object raises :class:`NotAPage` (transient for the client)."""
+    try:
+        return _decode(content)
+    except (ValueError, RecursionError):
+        pass
+    start = _skip_ws(content, 0)
+    if start >= len(content) or content[start] != 0x7B:  # "{"
+        raise NotAPage("the body is not a JSON object")
+    return _decode_record(content[start:].rstrip(_WS), where, json.dumps(installation_id).encode())
+
+
 # --------------------------------------------------------------------------- the scanner
 
 

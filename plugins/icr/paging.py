@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icr.errors import ICRAPIError, ICRSnapshotError
-from icr.pagejson import decode_page
+from icr.pagejson import decode_installation, decode_page
 
 if TYPE_CHECKING:
     from icr.client import ICRClient
@@ -276,6 +276,14 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None
+
+
+def fetch_installation(client: ICRClient, installation_id: str) -> Any:
+    """``GET /app/installations/{id}``: the record, or a :class:`~icr.normalize.BadRecord` when
+    the JSON decoder cannot read it (rejected like a bad record of a page); 404 → ICRAPIError."""
+    where = f"GET {INSTALLATIONS_PATH}/{installation_id}"
+    decode = functools.partial(decode_installation, installation_id=installation_id, where=where)
+    return client.get_installation(installation_id, decode=decode)
 
 
 # --------------------------------------------------------------------------- the pager

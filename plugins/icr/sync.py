@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
+from icr.paging import fetch_installation
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
@@ -321,7 +322,7 @@ def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> i
         found = []
         for installation_id in ids:
             try:
-                found.append(client.get_installation(installation_id))
+                found.append(fetch_installation(client, installation_id))
             except ICRAPIError as exc:
                 if exc.status != 404:
                     raise

@@ -452,3 +452,38 @@ def test_a_hostile_record_reaches_the_page_as_a_bad_record(stub_server, make_cli
     assert page.records[0] == installation(1)
     assert type(page.records[1]).__name__ == "BadRecord" and "page=0" in page.records[1].reason
     assert len(srv.requests) == 1  # not retried: the page was read
+
+
+# --------------------------------------------------------------------------- one installation by id
+
+
+@pytest.mark.parametrize("extra, words", [
+    (b"[" * 1500 + b"]" * 1500, "nested"),
+    (b'"\\ud800"', "lone surrogate"),
+    (b"1e400", "beyond the range of a double"),
+])
+def test_fetch_installation_rejects_an_unreadable_answer(stub_server, make_client, extra, words):
+    """The by-id recovery of skipped installations gets a reject, not a retried 'bad JSON'."""
+    from icr.normalize import BadRecord, normalize_records
+    from icr.paging import fetch_installation
+
+    rec = installation(1)
+    body = json.dumps(rec).encode()[:-1] + b',"hostile":' + extra + b"}"
+    srv = stub_server(lambda seen: Reply(body=body))
+    client = make_client(srv.base_url, max_retries=3)
+    got = fetch_installation(client, rec["id"])
+    assert isinstance(got, BadRecord) and len(srv.requests) == 1
+    chunk = normalize_records([got])
+    (reject,) = chunk.rejects
+    assert reject.installation_id == rec["id"] and words in reject.reason
+    assert f"/app/installations/{rec['id']}" in reject.reason
+
+
+def test_fetch_installation_reads_a_good_answer_and_retries_a_cut_one(stub_server, make_client):
+    from icr.paging import fetch_installation
+
+    rec = installation(2)
+    answers = [json.dumps(rec).encode()[:40], json.dumps(rec).encode()]
+    srv = stub_server(lambda seen: Reply(body=answers.pop(0)))
+    client = make_client(srv.base_url, max_retries=3, backoff_base_s=0.01)
+    assert fetch_installation(client, rec["id"]) == rec and len(srv.requests) == 2

@@ -91,7 +91,7 @@ class _StaticClient:
         self.stats = {"requests": hook.pagers, "retries": 0}
         self.lookups: list[str] = []
 
-    def get_installation(self, installation_id: str) -> dict[str, Any]:
+    def get_installation(self, installation_id: str, *, decode: Any = None) -> dict[str, Any]:
         from icr.errors import ICRAPIError
 
         self.lookups.append(installation_id)

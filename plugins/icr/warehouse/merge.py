@@ -1,8 +1,8 @@
 """Load one run: merge its staging tables into the warehouse in ONE transaction.
 
 Merge, removals, history, rejected records, the daily snapshot and its reporting aggregates,
-the quality checks and the final run row commit together or not at all; any failure rolls everything back and leaves the
-warehouse exactly as it was. The SQL lives in ``sql/merge/``.
+the quality checks and the final run row commit together or not at all; any failure rolls
+everything back and leaves the warehouse exactly as it was. The SQL lives in ``sql/merge/``.
 """
 
 from __future__ import annotations

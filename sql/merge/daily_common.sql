@@ -29,6 +29,26 @@ FROM icr_installation_daily d
 WHERE d.snapshot_date = :snapshot_date
 GROUP BY d.snapshot_date, d.organization_type, d.organization_country_code;
 
+-- name: type_counts_delete
+DELETE FROM icr_daily_type_counts WHERE snapshot_date = :snapshot_date;
+
+-- name: type_counts_insert
+INSERT INTO icr_daily_type_counts (snapshot_date, organization_type, installations)
+SELECT c.snapshot_date, c.organization_type, sum(c.installations)
+FROM icr_daily_org_counts c
+WHERE c.snapshot_date = :snapshot_date
+GROUP BY c.snapshot_date, c.organization_type;
+
+-- name: country_counts_delete
+DELETE FROM icr_daily_country_counts WHERE snapshot_date = :snapshot_date;
+
+-- name: country_counts_insert
+INSERT INTO icr_daily_country_counts (snapshot_date, organization_country_code, installations)
+SELECT c.snapshot_date, c.organization_country_code, sum(c.installations)
+FROM icr_daily_org_counts c
+WHERE c.snapshot_date = :snapshot_date
+GROUP BY c.snapshot_date, c.organization_country_code;
+
 -- name: permission_counts_delete
 DELETE FROM icr_daily_permission_counts WHERE snapshot_date = :snapshot_date;
 

@@ -230,8 +230,9 @@ def _write_daily_aggregates(steps: _Steps, *, current: bool, active: int) -> Non
     date also becomes the comparison of the next snapshot date, whose new/removed are redone.
     """
     day = steps.params["snapshot_date"]
-    steps.run("org_counts_delete")
-    steps.run("org_counts_insert")
+    for table in ("org_counts", "type_counts", "country_counts"):  # type and country from org_counts
+        steps.run(f"{table}_delete")
+        steps.run(f"{table}_insert")
     steps.run("permission_counts_delete")
     steps.run("permission_counts_insert_current" if current else "permission_counts_insert")
     prev = steps.run("daily_previous_date", day=day).scalar_one()

@@ -22,6 +22,19 @@ CREATE TABLE icr_daily_org_counts (
 );
 CREATE INDEX icr_daily_org_counts_date_idx ON icr_daily_org_counts (snapshot_date);
 
+CREATE TABLE icr_daily_type_counts (
+    snapshot_date     TEXT    NOT NULL,
+    organization_type TEXT,
+    installations     INTEGER NOT NULL
+);
+CREATE INDEX icr_daily_type_counts_date_idx ON icr_daily_type_counts (snapshot_date);
+CREATE TABLE icr_daily_country_counts (
+    snapshot_date             TEXT    NOT NULL,
+    organization_country_code TEXT,
+    installations             INTEGER NOT NULL
+);
+CREATE INDEX icr_daily_country_counts_date_idx ON icr_daily_country_counts (snapshot_date);
+
 CREATE TABLE icr_daily_permission_counts (
     snapshot_date TEXT    NOT NULL,
     permission    TEXT    NOT NULL,
@@ -40,6 +53,16 @@ INSERT INTO icr_daily_org_counts (snapshot_date, organization_type, organization
 SELECT snapshot_date, organization_type, organization_country_code, count(*)
 FROM icr_installation_daily
 GROUP BY snapshot_date, organization_type, organization_country_code;
+
+INSERT INTO icr_daily_type_counts (snapshot_date, organization_type, installations)
+SELECT snapshot_date, organization_type, sum(installations)
+FROM icr_daily_org_counts
+GROUP BY snapshot_date, organization_type;
+
+INSERT INTO icr_daily_country_counts (snapshot_date, organization_country_code, installations)
+SELECT snapshot_date, organization_country_code, sum(installations)
+FROM icr_daily_org_counts
+GROUP BY snapshot_date, organization_country_code;
 
 INSERT INTO icr_daily_permission_counts (snapshot_date, permission, access, installations)
 SELECT v.snapshot_date, kv.key, kv.value, count(*)

@@ -165,7 +165,8 @@ def test_migration_0005_fills_the_aggregates_of_dates_loaded_before_it(warehouse
     with warehouse.write() as conn:
         for view in PER_DAY_VIEWS:
             conn.exec_driver_sql(f"DROP VIEW {view}")
-        for table in ("icr_daily_totals", "icr_daily_org_counts", "icr_daily_permission_counts"):
+        for table in ("icr_daily_totals", "icr_daily_org_counts", "icr_daily_type_counts",
+                      "icr_daily_country_counts", "icr_daily_permission_counts"):
             conn.exec_driver_sql(f"DROP TABLE {table}")
         statements = split_statements(old["0002"].sql)
         conn.exec_driver_sql(next(s for s in statements if "icr_report_daily_counts AS" in s))

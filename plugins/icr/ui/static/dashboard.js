@@ -62,10 +62,13 @@
     draw("changes", { type: "bar", data: { labels: changes.map((r) => r[0]), datasets: [
       series("New", changes.map((r) => r[2]), 3), series("Removed", changes.map((r) => r[3]), 4)] },
       options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } });
-    draw("by_type", { type: "line", data: { labels: dates, datasets: breakdown(dates, data.by_type.rows, (r) => r[1] ?? "(none)", (r) => r[2]) },
-      options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } });
-    draw("by_country", { type: "line", data: { labels: dates, datasets: breakdown(dates, data.by_country.rows, (r) => r[1] ?? "(none)", (r) => r[2]) },
-      options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } });
+    // Stacked areas: the bands add up to the day's active installations.
+    const stacked = { scales: { y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } };
+    const area = (sets) => sets.map((s) => Object.assign(s, { fill: true, backgroundColor: s.borderColor + "99" }));
+    draw("by_type", { type: "line", data: { labels: dates, datasets: area(breakdown(dates, data.by_type.rows, (r) => r[1] ?? "(none)", (r) => r[2])) },
+      options: stacked });
+    draw("by_country", { type: "line", data: { labels: dates, datasets: area(breakdown(dates, data.by_country.rows, (r) => r[1] ?? "(none)", (r) => r[2])) },
+      options: stacked });
     // permissions rows: [snapshot_date, permission, access, installations, active] -> % of active
     draw("permissions", { type: "line", data: { labels: dates, datasets: breakdown(dates, data.permissions.rows, (r) => `${r[1]}: ${r[2]}`,
       (r) => (r[4] ? Math.round((1000 * r[3]) / r[4]) / 10 : 0)) },

@@ -36,8 +36,8 @@
     backgroundColor: PALETTE[i % PALETTE.length], pointRadius: data.length > 60 ? 0 : 2, tension: 0.2 }, extra || {});
 
   /* rows [date, key, value] -> one dataset per key over `dates` (missing = 0), the TOP largest
-   * on the last date, the others summed as "Other". */
-  function breakdown(dates, rows, keyOf, valueOf) {
+   * on the last date, the others summed as "Other" (or left out: shares do not add up). */
+  function breakdown(dates, rows, keyOf, valueOf, withOther = true) {
     const byKey = new Map();
     for (const r of rows) {
       const key = keyOf(r);
@@ -48,7 +48,7 @@
     const keys = [...byKey.keys()].sort((a, b) => ((byKey.get(b).get(last) || 0) - (byKey.get(a).get(last) || 0)) || String(a).localeCompare(String(b)));
     const shown = keys.slice(0, TOP), rest = keys.slice(TOP);
     const sets = shown.map((k, i) => series(k, dates.map((d) => byKey.get(k).get(d) || 0), i));
-    if (rest.length) sets.push(series(`Other (${rest.length})`, dates.map((d) => rest.reduce((s, k) => s + (byKey.get(k).get(d) || 0), 0)), shown.length));
+    if (rest.length && withOther) sets.push(series(`Other (${rest.length})`, dates.map((d) => rest.reduce((s, k) => s + (byKey.get(k).get(d) || 0), 0)), shown.length));
     return sets;
   }
 
@@ -71,7 +71,7 @@
       options: stacked });
     // permissions rows: [snapshot_date, permission, access, installations, active] -> % of active
     draw("permissions", { type: "line", data: { labels: dates, datasets: breakdown(dates, data.permissions.rows, (r) => `${r[1]}: ${r[2]}`,
-      (r) => (r[4] ? Math.round((1000 * r[3]) / r[4]) / 10 : 0)) },
+      (r) => (r[4] ? Math.round((1000 * r[3]) / r[4]) / 10 : 0), false) },
       options: { scales: { y: { beginAtZero: true, suggestedMax: 100, ticks: { callback: (v) => `${v}%` } } },
         plugins: { legend: { position: "bottom" }, tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y}%` } } } } });
 
@@ -105,7 +105,7 @@
     }
     const latest = runs.rows[0];
     $("kpi-run").textContent = latest ? latest[col.status] : "none yet";
-    $("kpi-run-sub").textContent = latest ? `${latest[col.snapshot_date]} · ${(latest[col.started_at] || "").replace("T", " ").slice(0, 16)} UTC` : "";
+    $("kpi-run-sub").textContent = latest ? `snapshot ${latest[col.snapshot_date]} · started ${(latest[col.started_at] || "").replace("T", " ").slice(0, 16)} UTC` : "";
   }
 
   async function load(start, end) {

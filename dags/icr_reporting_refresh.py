@@ -1,7 +1,9 @@
-"""Refresh the reporting objects BI dashboards read, whenever the sync publishes new data.
+"""The hook for BI refreshes, whenever the sync publishes new data.
 
-Scheduled on the ``icr_installations`` Asset: the hook for BI refreshes. Add your own tasks
-here (e.g. ping a BI tool's refresh API) after ``refresh_reporting``.
+Scheduled on the ``icr_installations`` Asset. The ``icr_report_*`` views need no refresh: the
+sync's load keeps what they read current, so they answer right after its first successful run
+with this DAG paused. Unpause it when you add your own tasks here (e.g. ping a BI tool's refresh
+API) after ``refresh_reporting``, which only checks that the dashboard summary answers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from icr.warehouse.reporting import refresh_reporting
 
 @dag(
     dag_id="icr_reporting_refresh",
-    description="Refresh the ICR reporting views after each sync",
+    description="BI refresh hook after each ICR sync (the reporting views need none)",
     schedule=[ICR_INSTALLATIONS_ASSET],
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -29,7 +31,7 @@ from icr.warehouse.reporting import refresh_reporting
 def icr_reporting_refresh() -> None:
     @task
     def refresh() -> int:
-        """Refresh icr_report_dashboard_summary (materialized view on PostgreSQL)."""
+        """Check that icr_report_dashboard_summary answers; returns its number of snapshot dates."""
         return refresh_reporting(Warehouse.from_airflow(DEFAULT_CONN_ID))
 
     refresh()

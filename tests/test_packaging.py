@@ -63,6 +63,12 @@ def test_wheel_holds_every_sql_file_the_provider_entry_point_and_no_tests(wheel:
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[apache_airflow_provider]" in text and "icr.provider:get_provider_info" in text
+    assert "[airflow.plugins]" in text and "icr.ui.plugin:ICRDashboardPlugin" in text
+    repo_static = {f"icr/ui/{p.relative_to(ROOT / 'plugins' / 'icr' / 'ui').as_posix()}"
+                   for p in (ROOT / "plugins" / "icr" / "ui" / "static").rglob("*") if p.is_file()}
+    assert "icr/ui/static/vendor/chart.umd.min.js" in repo_static
+    missing_static = sorted(repo_static - names)
+    assert not missing_static, f"the dashboard's static files missing from the wheel: {missing_static}"
     leaked = sorted(n for n in names if n.startswith(("tests/", "dags/", "benchmarks/")) or n.endswith(".pem"))
     assert not leaked, f"the wheel must not ship these: {leaked}"
 

@@ -1,8 +1,8 @@
 """Load one run: merge its staging tables into the warehouse in ONE transaction.
 
-Merge, removals, history, rejected records, the daily snapshot, the quality checks and the
-final run row commit together or not at all; any failure rolls everything back and leaves the
-warehouse exactly as it was. The SQL lives in ``sql/merge/``.
+Merge, removals, history, rejected records, the daily snapshot and its reporting aggregates,
+the quality checks and the final run row commit together or not at all; any failure rolls
+everything back and leaves the warehouse exactly as it was. The SQL lives in ``sql/merge/``.
 """
 
 from __future__ import annotations
@@ -127,11 +127,13 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
                 "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
         steps.run("daily_delete")
         # A date still in progress reads the current rows; a past date is rebuilt from history.
-        steps.run("daily_insert_current" if day_cutoff(run) > finished else "daily_insert")
+        current = day_cutoff(run) > finished
+        steps.run("daily_insert_current" if current else "daily_insert")
         _restore_indexes(conn, restore_indexes)
         counts["daily_rows"] = steps.scalar(
             "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
             d=warehouse.day(run.snapshot_date))
+        _write_daily_aggregates(steps, current=current, active=counts["daily_rows"])
         final = {**counts, "status": "success", "finished_at": finished, "error": None}
         check_run(conn, warehouse, run, {**row, **final})
         update_run(warehouse, run.run_id, conn=conn, **final)
@@ -219,6 +221,39 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     return counts
 
 
+def _write_daily_aggregates(steps: _Steps, *, current: bool, active: int) -> None:
+    """The per-day aggregates that the reporting views read, for the run's snapshot date.
+
+    Counts per organization type and country, per permission and access level, and the day's
+    totals with new and removed against the previous snapshot date: a few thousand rows a day
+    (migration 0005), so views over 365 days stay fast at a million installations. A backfilled
+    date also becomes the comparison of the next snapshot date, whose new/removed are redone.
+    """
+    day = steps.params["snapshot_date"]
+    for table in ("org_counts", "type_counts", "country_counts"):  # type and country from org_counts
+        steps.run(f"{table}_delete")
+        steps.run(f"{table}_insert")
+    steps.run("permission_counts_delete")
+    steps.run("permission_counts_insert_current" if current else "permission_counts_insert")
+    prev = steps.run("daily_previous_date", day=day).scalar_one()
+    steps.run("totals_delete", day=day)
+    steps.run("totals_insert", day=day, prev=prev, active=active, **_changes(steps, day, active, prev))
+    following = steps.run("daily_next_date", day=day).scalar_one()
+    if following is not None:
+        following_active = int(steps.run("daily_count", day=following).scalar_one())
+        steps.run("totals_update_changes", day=following, prev=day,
+                  **_changes(steps, following, following_active, day))
+
+
+def _changes(steps: _Steps, day: Any, active: int, prev: Any) -> dict[str, int | None]:
+    """New and removed on ``day`` compared with the snapshot of ``prev`` (None: nothing to compare)."""
+    if prev is None:
+        return {"new": None, "removed": None}
+    kept = int(steps.run("daily_count_kept", day=day, prev=prev).scalar_one())
+    before = int(steps.run("daily_count", day=prev).scalar_one())
+    return {"new": active - kept, "removed": before - kept}
+
+
 def _suspend_indexes(conn: Connection) -> list[str]:
     """First bulk load (PostgreSQL): drop the tables' indexes; return the DDL restoring them.
 
@@ -287,6 +322,11 @@ def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict
         problems.append(f"daily snapshot for {run.snapshot_date} has {daily[0]} rows, run recorded {row.get('daily_rows')}")
     if daily[0] != daily[1]:
         problems.append(f"daily snapshot for {run.snapshot_date} has null installation ids")
+    totals = _execute(conn, "SELECT active FROM icr_daily_totals WHERE snapshot_date = :d",
+                      {"d": warehouse.day(run.snapshot_date)}).scalar_one_or_none()
+    if totals is None or int(totals) != int(daily[0]):
+        problems.append(f"reporting totals for {run.snapshot_date} say {totals} active, the daily snapshot "
+                        f"has {daily[0]} rows")
     active_after = row.get("active_after")
     if active_after and not daily[0]:
         problems.append(f"daily snapshot for {run.snapshot_date} is missing although {active_after} are active")

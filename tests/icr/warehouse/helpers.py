@@ -114,6 +114,11 @@ def table_fingerprint(warehouse: Any, *, ignore_run_ids: bool = False) -> dict[s
             ("icr_installation_history", "installation_id, valid_from"),
             ("icr_installation_daily", "snapshot_date, installation_id"),
             ("icr_rejected_records", "reject_id"),
+            ("icr_daily_totals", "snapshot_date"),
+            ("icr_daily_org_counts", "snapshot_date, organization_type, organization_country_code"),
+            ("icr_daily_type_counts", "snapshot_date, organization_type"),
+            ("icr_daily_country_counts", "snapshot_date, organization_country_code"),
+            ("icr_daily_permission_counts", "snapshot_date, permission, access"),
         ]:
             result = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {order}"))
             keep = [i for i, name in enumerate(result.keys())

@@ -155,26 +155,30 @@ def _list_button_body(**overrides):
     return body
 
 
+async def _echo_app(scope, receive, send):
+    """A plain ASGI app: answers with the body and Content-Length it was given."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    raw = b"".join(chunks)
+    headers = dict(scope["headers"])
+    answer = json.dumps({"raw": raw.decode("utf-8", "replace"), "length": len(raw),
+                         "content_length": headers.get(b"content-length", b"").decode()}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+
 @pytest.fixture
 def echo_client():
-    """A real ASGI app behind the middleware that echoes the body the route gets."""
-    from fastapi import FastAPI, Request
-    from fastapi.testclient import TestClient
+    """The middleware in front of a real ASGI app, over Starlette's test client."""
+    from starlette.testclient import TestClient
 
     from icr.connection_test_port import PortZeroMiddleware
 
-    app = FastAPI()
-
-    async def echo(request: Request):
-        raw = await request.body()
-        return {"raw": raw.decode("utf-8", "replace"), "content_length": request.headers.get("content-length"),
-                "length": len(raw)}
-
-    app.add_api_route("/api/v2/connections/test", echo, methods=["POST"])
-    app.add_api_route("/api/v2/connections", echo, methods=["POST"])
-    app.add_middleware(PortZeroMiddleware)
-    with TestClient(app) as client:
-        yield client
+    return TestClient(PortZeroMiddleware(_echo_app))  # no lifespan: the echo app answers http only
 
 
 def test_test_button_port_zero_dropped_for_icr(echo_client):

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 60_000  # the machine is shared: pages can take half a minute to render
 
 # Two past days, apart from the REST test's range.
 TODAY = datetime.now(timezone.utc).date()
@@ -286,6 +286,7 @@ def test_connection_made_in_the_form(page, airflow_deployment: Deployment, say):
         form.get_by_label("API base URL").fill(sim["base_url"])
         form.get_by_label("App ID").fill(sim["app_id"])
         form.get_by_label("Private key (PEM)").fill(pem)  # a one-line input: newlines become spaces
+        steps.shot("form-add-standard-fields")
         form.get_by_text("Extra Fields", exact=True).click()
         expect(form.locator("#element_key_source")).to_contain_text("Automatic")
         page.set_viewport_size({"width": 1400, "height": 2200})
@@ -333,12 +334,14 @@ def test_connection_made_in_the_form(page, airflow_deployment: Deployment, say):
         toast.scroll_into_view_if_needed()
         steps.shot("test-from-list-file")
 
-        # 5. A sync with the connection as the form left it (REST: unpause, backfill one day).
+        # 5. A sync with the connection as the form left it (REST: unpause, backfill one day; a
+        # full resync, or the past date would reuse an earlier run's snapshot and not call ICR).
+        steps.current = "sync-and-reports"  # names a failure screenshot of the steps below
         day = FORM_DAY.isoformat()
         dep.unpause()
         dep.api_json("POST", "backfills", json={
             "dag_id": DAG_ID, "from_date": f"{day}T00:00:00Z", "to_date": f"{day}T23:59:59Z",
-            "reprocess_behavior": "none", "max_active_runs": 1})
+            "reprocess_behavior": "none", "max_active_runs": 1, "dag_run_conf": {"full_resync": True}})
         runs = dep.wait_for_backfill(day, day, expected_runs=1)
         assert [r["state"] for r in runs] == ["success"], dep.explain_failed_runs(runs)
         run_id = runs[0]["dag_run_id"]

@@ -8,7 +8,11 @@ Connection fields (the form itself comes from :mod:`icr.provider`):
   The URI form puts a bare host in ``host``; give the scheme as the URI path (Airflow's ``schema``):
   ``icr://<app id>:<url-encoded PEM>@api.carbonregistry.com/https``.
 * ``login``: the App ID; ``password``: the private key PEM (or ``extra.private_key_path``).
-* extras: ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
+* ``extra.key_source`` (the form's "Key source" select): ``"pem"`` signs with the ``password`` PEM,
+  ``"file"`` with ``extra.private_key_path`` even when a PEM is still stored (Airflow keeps a stored
+  password when the form submits the field empty or masked). Absent: the PEM when one is stored,
+  else the file. Test and the task log name the key in use (source and fingerprint, never the key).
+* extras: ``key_source``, ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
   ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
   ``max_page_size`` (page sizes above it are refused before any request), ``retry_budget``
   (seconds a request keeps retrying transient failures).
@@ -25,7 +29,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from icr import provider
-from icr.auth import AppJWT, load_private_key, validate_app_id
+from icr.auth import FIELD_KEY, FIELD_KEY_PATH, AppJWT, load_private_key, validate_app_id
 from icr.client import DEFAULT_BASE_URL, FIELD_HOST, ICRClient, normalize_base_url
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
 from icr.paging import InstallationPager
@@ -36,6 +40,10 @@ log = logging.getLogger(__name__)
 TEST_MAX_RETRIES = 2
 TEST_MAX_RETRY_WAIT_S = 5.0
 TEST_TIMEOUT_S = 15.0
+
+#: Airflow's UI shows stored secrets as this; it must never be taken for a key, path or passphrase.
+UI_MASK = "***"
+KEY_FROM_PEM = "the connection's Private key (PEM) field"
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -58,6 +66,7 @@ class ICRConnectionSettings:
     private_key_path: str | None
     max_page_size: int = provider.DEFAULT_MAX_PAGE_SIZE
     retry_budget_s: float = provider.DEFAULT_RETRY_BUDGET_S
+    key_source: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> ICRConnectionSettings:
@@ -81,6 +90,7 @@ class ICRConnectionSettings:
             allow_insecure_http=allow_http,
             private_key_path=_str(extras, "private_key_path", None, conn_id),
             **_paging_and_retry_extras(extras, conn_id),
+            key_source=_choice(extras, "key_source", provider.KEY_SOURCES, conn_id),
         )
 
 
@@ -106,6 +116,8 @@ class ICRHook(BaseHook):
         self.concurrency = concurrency
         self._client: ICRClient | None = None
         self._settings: ICRConnectionSettings | None = None
+        #: Which key the client signs with, e.g. "file /path/key.pem" (set when the client is built).
+        self.key_description: str | None = None
 
     def __repr__(self) -> str:
         return f"ICRHook(icr_conn_id={self.icr_conn_id!r})"
@@ -135,13 +147,13 @@ class ICRHook(BaseHook):
         settings = ICRConnectionSettings.from_connection(conn)
         self._settings = settings
         extras = _extras(conn)
-        key = load_private_key(
-            getattr(conn, "password", None) or None,
-            path=settings.private_key_path,
-            passphrase=_str(extras, "private_key_passphrase", None, settings.conn_id),
-            conn_id=settings.conn_id,
-        )
+        pem, path, description = _key_source(conn, settings)
+        passphrase = _str(extras, "private_key_passphrase", None, settings.conn_id)
+        _refuse_mask(passphrase, "extra.private_key_passphrase", settings.conn_id)
+        key = load_private_key(pem, path=path, passphrase=passphrase, conn_id=settings.conn_id)
         auth = AppJWT(settings.app_id, key, conn_id=settings.conn_id)
+        self.key_description = description
+        log.info("ICR connection %r: key: %s, fingerprint %s", settings.conn_id, description, auth.fingerprint)
         concurrency = self.concurrency or settings.concurrency
         kwargs: dict[str, Any] = {
             "api_version": settings.api_version,
@@ -204,7 +216,7 @@ class ICRHook(BaseHook):
             total = f"at least {len(body['installations'])}"
         return True, (
             f"Connected to {base_url} as ICR App {self.settings.app_id}: {total} installations; "
-            f"public key fingerprint {fingerprint}"
+            f"key: {self.key_description}, fingerprint {fingerprint}"
         )
 
 
@@ -251,6 +263,56 @@ def _extras(conn: Any) -> dict[str, Any]:
             continue  # the plain spelling wins
         out[name] = v
     return {k: v for k, v in out.items() if v is not None and v != ""}
+
+
+def _key_source(conn: Any, settings: ICRConnectionSettings) -> tuple[str | None, str | None, str]:
+    """``(pem, path, description)``: exactly one of pem/path is set, the one extra.key_source picks.
+
+    Without extra.key_source: the PEM when one is stored, else the file (when neither is there,
+    :func:`~icr.auth.load_private_key` says both are missing).
+    """
+    conn_id = settings.conn_id
+    pem = getattr(conn, "password", None) or None
+    if isinstance(pem, str) and not pem.strip():
+        pem = None
+    path = settings.private_key_path
+    source = settings.key_source
+    if source is None:
+        if pem is not None and path:
+            log.warning(
+                "ICR connection %r has a Private key (PEM) and extra.private_key_path but no "
+                "extra.key_source: using the PEM (choose the Key source in the connection form)", conn_id)
+        source = provider.KEY_SOURCE_PEM if pem is not None else provider.KEY_SOURCE_FILE
+    elif source == provider.KEY_SOURCE_PEM and pem is None:
+        raise ICRConfigError(
+            FIELD_KEY,
+            "is empty but extra.key_source is 'pem' (Key source: PEM pasted in the Private key (PEM) "
+            "field); paste the key, or choose Key source 'Private key file'",
+            conn_id,
+        )
+    elif source == provider.KEY_SOURCE_FILE and not path:
+        raise ICRConfigError(
+            FIELD_KEY_PATH,
+            "is required when extra.key_source is 'file' (Key source: Private key file); give the "
+            "key file's path on the workers",
+            conn_id,
+        )
+    if source == provider.KEY_SOURCE_PEM:
+        _refuse_mask(pem, FIELD_KEY, conn_id)
+        return pem, None, KEY_FROM_PEM
+    _refuse_mask(path, FIELD_KEY_PATH, conn_id)
+    return None, path, f"file {path}"
+
+
+def _refuse_mask(value: Any, field: str, conn_id: str | None) -> None:
+    """Airflow's '***' is what the UI shows for a stored secret: it reached us instead of the value."""
+    if isinstance(value, str) and value.strip() == UI_MASK:
+        raise ICRConfigError(
+            field,
+            f"holds Airflow's mask '{UI_MASK}', not the value (the stored one was not found); "
+            "enter it again in the connection form",
+            conn_id,
+        )
 
 
 def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
@@ -325,6 +387,16 @@ def _float(extras: dict[str, Any], name: str, default: float, conn_id: str | Non
     if parsed < 0 or (positive and parsed == 0):
         raise ICRConfigError(_field(name), f"must be {'> 0' if positive else '>= 0'}, got {parsed:g}", conn_id)
     return parsed
+
+
+def _choice(extras: dict[str, Any], name: str, allowed: tuple[str, ...], conn_id: str | None) -> str | None:
+    value = extras.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return value.strip().lower()
+    choices = " or ".join(repr(a) for a in allowed)
+    raise ICRConfigError(_field(name), f"must be {choices} (or empty), got {_show(value)}", conn_id)
 
 
 def _bool(extras: dict[str, Any], name: str, default: bool, conn_id: str | None) -> bool:

@@ -41,7 +41,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {
         "host": "https://api.carbonregistry.com (empty = production)",
         "login": "d23967cc-dd16-452b-8af4-869965745978",
-        "password": "-----BEGIN RSA PRIVATE KEY----- ... (or use extra private_key_path)",
+        "password": "-----BEGIN RSA PRIVATE KEY----- ... (or set Key source to Private key file)",
         "private_key_path": "/opt/airflow/secrets/icr_private_key.pem",
         "api_version": DEFAULT_API_VERSION,
     },
@@ -49,11 +49,34 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 
 # Extras (stored in Connection.extra). ``format: password`` is what Airflow 3.3 reads as
 # "sensitive" (ProvidersManager._add_widgets), so the passphrase is masked in the form.
+#
+# ``key_source`` must not contain "private_key": Airflow redacts such extras to '***' in the
+# edit form, and a select whose value is '***' shows nothing.
+KEY_SOURCE_PEM = "pem"
+KEY_SOURCE_FILE = "file"
+KEY_SOURCES = (KEY_SOURCE_PEM, KEY_SOURCE_FILE)
+
 CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "key_source": {
+        "label": "Key source",
+        "description": "Which private key signs the app's JWTs. Airflow keeps a stored PEM when "
+        "the Private key (PEM) field is cleared, so choose 'Private key file' to switch to the file. "
+        "Empty: the PEM when one is stored, else the file.",
+        "schema": {
+            "type": ["string", "null"],
+            "enum": [None, *KEY_SOURCES],
+            "values_display": {
+                "null": "Automatic (the PEM when one is stored, else the file)",
+                KEY_SOURCE_PEM: "PEM pasted in the Private key (PEM) field",
+                KEY_SOURCE_FILE: "Private key file",
+            },
+        },
+    },
     "private_key_path": {
         "label": "Private key file",
-        "description": "Path to the app's PEM private key on the workers; used when the "
-        "Private key (PEM) field is empty.",
+        "description": "Path to the app's PEM private key, readable on the workers and on the "
+        "API server (Test runs there). Used when Key source is 'Private key file', or when Key "
+        "source is empty and no PEM is stored.",
         "schema": {"type": ["string", "null"]},
     },
     "private_key_passphrase": {
@@ -151,5 +174,6 @@ def get_provider_info() -> dict[str, Any]:
 def _copy(field: dict[str, Any]) -> dict[str, Any]:
     """Deep-enough copy: ProvidersManager mutates nothing today, but callers may."""
     out = dict(field)
-    out["schema"] = dict(field["schema"])
+    out["schema"] = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                     for k, v in field["schema"].items()}
     return out

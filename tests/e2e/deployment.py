@@ -364,6 +364,9 @@ class Deployment:
             "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            # The default 5 s fails tasks at start ("PATCH .../run" ReadTimeout) when other test
+            # deployments share the machine's 2 cores; Airflow documents raising it under load.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._trigger_log_port),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -376,7 +379,8 @@ class Deployment:
             "ICR_SYNC_RETRY_DELAY_SECONDS": "5",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-            "AIRFLOW_CONN_ICR_DEFAULT": json.dumps(self.icr_connection),
+            # icr_default lives in the metadata DB only (_store_icr_connection): an AIRFLOW_CONN_ICR_DEFAULT
+            # would shadow the row the UI edits, for Test and for tasks alike.
             "AIRFLOW_CONN_ICR_WAREHOUSE": json.dumps(self.warehouse_connection),
         }
 
@@ -470,6 +474,15 @@ class Deployment:
     def simulator_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
         """Change the simulator's faults (a partial update of its FaultConfig)."""
         return self._simulator("POST", "faults", json=faults)
+
+    def simulator_add_key(self) -> dict[str, Any]:
+        """Register one more app key with the simulator: ``{"private_key_pem", "fingerprint", ...}``."""
+        return self._simulator("POST", "keys")
+
+    def reset_icr_connection(self) -> None:
+        """Put back the harness's icr_default row (after a test replaced it through the UI)."""
+        self.api("DELETE", "connections/icr_default")
+        self._store_icr_connection()
 
     def _simulator(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = requests.request(method, f"{self.simulator['base_url']}/_sim/{path}", timeout=30, **kwargs)
@@ -579,7 +592,7 @@ class Deployment:
         conn = self.icr_connection
         body = {"connection_id": "icr_default", "conn_type": conn["conn_type"], "host": conn["host"],
                 "login": conn["login"], "extra": json.dumps(conn["extra"]),
-                "description": "ICR simulator of the e2e test (same values as AIRFLOW_CONN_ICR_DEFAULT)"}
+                "description": "ICR simulator of the e2e test"}
         self.api_json("POST", "connections", json=body)
 
 

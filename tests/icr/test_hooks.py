@@ -227,3 +227,111 @@ def test_retry_budget_reaches_the_client(sim_conn):
     sim_conn(retry_budget="-1")
     with pytest.raises(ICRConfigError, match="extra.retry_budget"):
         ICRHook().get_conn()
+
+
+# --------------------------------------------------------------------------- key source (issue 18 item 2)
+#
+# The form can say which key signs: extra.key_source "pem" (the Private key (PEM) field) or "file"
+# (extra.private_key_path). Absent: the PEM when one is stored, else the file (the old rule).
+# Airflow keeps a stored password when the field is submitted empty or masked, so "file" must win
+# over a PEM that is still stored. Test and the task log say which key is in use, never the key.
+
+
+def _key_file(tmp_path, pem: str, name: str = "icr_second_key.pem") -> str:
+    path = tmp_path / name
+    path.write_text(pem)
+    path.chmod(0o600)
+    return str(path)
+
+
+def _no_key_material(text: str, *pems: str) -> None:
+    for pem in pems:
+        assert pem_body(pem) not in text
+    assert "BEGIN" not in text
+
+
+@needs_simulator
+def test_key_source_file_wins_over_a_stored_pem(simulator, set_icr_conn, tmp_path, caplog):
+    second = simulator.add_app_key()
+    first_fp, second_fp = simulator.public_key_fingerprints
+    path = _key_file(tmp_path, second)
+    set_icr_conn(host=simulator.base_url, login=simulator.app_id, password=simulator.private_key_pem,
+                 extra={"key_source": "file", "private_key_path": path})
+    with caplog.at_level(logging.INFO):
+        ok, message = ICRHook().test_connection()
+    assert ok, message
+    assert f"key: file {path}, fingerprint {second_fp}" in message
+    assert first_fp not in message
+    # The task log says the same when the hook builds its client (a sync logs it once).
+    assert f"key: file {path}, fingerprint {second_fp}" in caplog.text
+    _no_key_material(message + caplog.text, second, simulator.private_key_pem)
+
+
+@needs_simulator
+def test_key_source_pem_wins_over_a_key_file(simulator, set_icr_conn, tmp_path, caplog):
+    second = simulator.add_app_key()
+    first_fp, second_fp = simulator.public_key_fingerprints
+    set_icr_conn(host=simulator.base_url, login=simulator.app_id, password=simulator.private_key_pem,
+                 extra={"key_source": "pem", "private_key_path": _key_file(tmp_path, second)})
+    with caplog.at_level(logging.INFO):
+        ok, message = ICRHook().test_connection()
+    assert ok, message
+    assert f"key: the connection's Private key (PEM) field, fingerprint {first_fp}" in message
+    assert second_fp not in message
+    assert "using the PEM" not in caplog.text  # no "both are set" warning: the choice is explicit
+    _no_key_material(message + caplog.text, second, simulator.private_key_pem)
+
+
+@needs_simulator
+@pytest.mark.parametrize("with_pem", [True, False], ids=["pem-stored", "no-pem"])
+def test_key_source_absent_keeps_the_old_rule(simulator, set_icr_conn, tmp_path, with_pem):
+    """Existing connections without extra.key_source: the PEM when one is stored, else the file."""
+    path = _key_file(tmp_path, simulator.private_key_pem, "icr.pem")
+    fields = {"password": simulator.private_key_pem} if with_pem else {}
+    set_icr_conn(host=simulator.base_url, login=simulator.app_id, extra={"private_key_path": path}, **fields)
+    ok, message = ICRHook().test_connection()
+    assert ok, message
+    expected = "key: the connection's Private key (PEM) field" if with_pem else f"key: file {path}"
+    assert f"{expected}, fingerprint {simulator.public_key_fingerprints[0]}" in message
+
+
+def test_key_source_extra_prefixed_spelling(set_icr_conn, keys, tmp_path):
+    path = _key_file(tmp_path, keys.pkcs8)
+    set_icr_conn(login=APP_ID, password="not a key", extra={"extra__icr__key_source": "file", "private_key_path": path})
+    hook = ICRHook()
+    hook.get_conn()
+    assert hook.key_description == f"file {path}"
+
+
+@pytest.mark.parametrize(
+    "fields,field,text",
+    [
+        ({"extra": {"key_source": "file"}, "password": "x"}, "extra.private_key_path",
+         "is required when extra.key_source is 'file'"),
+        ({"extra": {"key_source": "pem", "private_key_path": "/k.pem"}}, "password (private key PEM)",
+         "is empty but extra.key_source is 'pem'"),
+        ({"extra": {"key_source": "disk"}, "password": "x"}, "extra.key_source", "'pem' or 'file'"),
+        ({"extra": {"key_source": 1}, "password": "x"}, "extra.key_source", "'pem' or 'file'"),
+    ],
+)
+def test_key_source_misconfigured_names_the_field(set_icr_conn, fields, field, text):
+    set_icr_conn(host="http://127.0.0.1:1", login=APP_ID, **fields)
+    with pytest.raises(ICRConfigError) as ei:
+        ICRHook().get_conn()
+    assert ei.value.field == field and text in str(ei.value)
+    ok, message = ICRHook().test_connection()
+    assert not ok and field in message and text in message
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"password": "***"}, "password (private key PEM)"),
+        ({"extra": {"key_source": "file", "private_key_path": "***"}}, "extra.private_key_path"),
+    ],
+)
+def test_the_ui_mask_is_never_taken_for_a_key(set_icr_conn, fields, field):
+    """Airflow's UI shows stored secrets as '***': a mask that reaches the hook is named as such."""
+    set_icr_conn(host="http://127.0.0.1:1", login=APP_ID, **fields)
+    ok, message = ICRHook().test_connection()
+    assert not ok and field in message and "Airflow's mask '***'" in message

@@ -18,6 +18,8 @@ simulator that runs in another process (``python -m tests.simulator``):
 * ``POST /_sim/faults``     JSON with any :class:`FaultConfig` fields (partial update), plus optional
   ``"fail_next": {"kind": "503", "n": 2}`` (or a list of such) → ``{"faults": {...}}``
 * ``POST /_sim/reset_stats`` → ``{"ok": true}``
+* ``POST /_sim/keys``        → ``{"private_key_pem", "fingerprint", "fingerprints"}``: one more app key
+  (a key rotation), for a test that switches a connection to a new key
 
 Speed: records are rendered straight to JSON text (``data.InstallationFactory.record_json``) and kept in
 an LRU; ``SimulatorConfig(warm=True)`` (CLI ``--warm``) pre-generates every initial record at start,
@@ -849,6 +851,10 @@ class ICRSimulator:
             if method == "POST" and path == "/_sim/reset_stats":
                 self.reset_stats()
                 return _json_resp(200, {"ok": True})
+            if method == "POST" and path == "/_sim/keys":
+                pem = self.add_app_key()
+                return _json_resp(200, {"private_key_pem": pem, "fingerprint": self.public_key_fingerprints[-1],
+                                        "fingerprints": self.public_key_fingerprints})
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, str(exc))
         return _error(404, f"Cannot {method} {path}")

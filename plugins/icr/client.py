@@ -587,7 +587,10 @@ class ICRClient:
                     f" (gave up: next wait {state.upcoming_sleep:.1f}s would exceed "
                     f"max_retry_wait {self.max_retry_wait_s:g}s)"
                 )
-            raise self._error(call, exc.status, message, attempts=state.attempt_number)
+            error = self._error(call, exc.status, message, attempts=state.attempt_number)
+            if isinstance(error, ICRAPIError):
+                error.transient = True  # e.g. a rate-limit 403: a later try of the task may get through
+            raise error
 
         return give_up
 

@@ -271,6 +271,13 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     return result
 
 
+#: Also warn when the page size makes a run send this many times the requests of the default page
+#: size (page_size=1 on 1,000 installations: 1,000 requests instead of 10), once that is over
+#: _SMALL_PAGES_MIN_REQUESTS requests.
+_SMALL_PAGES_FACTOR = 10
+_SMALL_PAGES_MIN_REQUESTS = 100
+
+
 def _log_start(hook: _Hook, pager: _Pager) -> None:
     """Say what the extract is about to read, before the first (possibly slow) request."""
     client = hook.get_conn()
@@ -291,11 +298,12 @@ def _log_first_page(page: Any, pager: _Pager, settings: SyncSettings) -> None:
         pages = -(-page.total // page_size)
     log.info("ICR lists %d installations: %s pages of %s", page.total, pages if pages is not None else "?",
              page_size if page_size is not None else "?")
-    if pages is not None and pages > settings.many_pages:
-        at_default = -(-page.total // DEFAULT_PAGE_SIZE)
-        log.warning("page_size=%s makes this run send %d page requests (more than %d): a larger page size sends "
-                    "fewer (%d at page_size=%d); set it in the connection's page_size or the run's page_size param",
-                    page_size, pages, settings.many_pages, at_default, DEFAULT_PAGE_SIZE)
+    at_default = -(-page.total // DEFAULT_PAGE_SIZE)
+    if pages is not None and (pages > settings.many_pages
+                              or (pages > _SMALL_PAGES_MIN_REQUESTS and pages >= _SMALL_PAGES_FACTOR * at_default)):
+        log.warning("page_size=%s makes this run send %d page requests (%d at page_size=%d): set a larger page "
+                    "size in the connection's page_size or the run's page_size param", page_size, pages, at_default,
+                    DEFAULT_PAGE_SIZE)
 
 
 def _log_progress(pages: int, page_count: int | None, done: int, total: int | None, seconds: float) -> None:

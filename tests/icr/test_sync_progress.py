@@ -52,14 +52,22 @@ def test_start_line_first_page_total_and_progress_with_eta(extract_logs):
     assert not [r for r in records if r.levelno >= logging.WARNING], lines
 
 
-def test_many_pages_warn_with_the_request_count(extract_logs):
+def test_a_tiny_page_size_warns_with_the_request_count(extract_logs):
+    """The issue's page_size=1 (1,000 requests for 1,000 installations, without a word), scaled down."""
     from icr.sync import SyncSettings
 
-    _, records = extract_logs(SyncSettings(page_size=2, many_pages=50, progress_every_s=3600), installations=120)
+    _, records = extract_logs(SyncSettings(page_size=1, progress_every_s=3600), installations=150)
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, warnings
-    assert "page_size=2 makes this run send 60 page requests (more than 50)" in warnings[0], warnings[0]
-    assert "2 at page_size=100" in warnings[0], warnings[0]
+    assert warnings == ["page_size=1 makes this run send 150 page requests (2 at page_size=100): set a larger "
+                        "page size in the connection's page_size or the run's page_size param"], warnings
+
+
+def test_more_pages_than_many_pages_warns(extract_logs):
+    from icr.sync import SyncSettings
+
+    _, records = extract_logs(SyncSettings(page_size=10, many_pages=5, progress_every_s=3600), installations=120)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "page_size=10 makes this run send 12 page requests" in warnings[0], warnings
 
 
 def test_duration_text():

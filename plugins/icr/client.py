@@ -791,7 +791,10 @@ class ICRClient:
             else:
                 why = f"the next wait of {state.upcoming_sleep:.1f}s would exceed max_retry_wait {self.max_retry_wait_s:g}s"
             message += f" (tried for {tried:.1f}s in {state.attempt_number} attempts; gave up: {why})"
-            raise self._error(call, exc.status, message, attempts=state.attempt_number)
+            error = self._error(call, exc.status, message, attempts=state.attempt_number)
+            if isinstance(error, ICRAPIError):
+                error.transient = True  # e.g. a rate-limit 403: a later try of the task may get through
+            raise error
 
         return give_up
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from icr.redact import redact
 
+#: HTTP statuses that may get another answer later. The client retries them itself; when its
+#: retries run out, a later try of the Airflow task may still get through.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
 
 class ICRError(Exception):
     """Base class for every error this package raises on purpose.
@@ -47,8 +51,11 @@ class ICRAPIError(ICRError):
         message: str,
         *,
         attempts: int = 1,
+        transient: bool | None = None,
     ) -> None:
         self.status = status
+        #: worth asking again later; by default from the status (no response at all counts)
+        self.transient = (status is None or status in TRANSIENT_STATUSES) if transient is None else transient
         self.method = method
         self.path = path
         self.api_message = redact(message)
@@ -80,3 +87,21 @@ class RejectThresholdError(WarehouseError):
 
 class QualityCheckError(WarehouseError):
     """A post-load quality check failed."""
+
+
+#: Errors no retry can fix: the same configuration, guard or answer gives the same error again.
+PERMANENT_ERRORS: tuple[type[ICRError], ...] = (ICRConfigError, ICRSnapshotError, MassRemovalError,
+                                                 RejectThresholdError)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a retry cannot fix ``exc``, so an Airflow task should fail now instead of retrying.
+
+    Permanent: bad configuration, the run's guards (mass removal, reject share), a snapshot whose
+    pages are malformed, and a final API answer (400, 401 after a fresh JWT, 403, 404, ...).
+    Transient: 429, 5xx, timeouts and dropped connections once the client's own retries ran out,
+    a rate-limit 403 that did not reset in time, and anything else (a warehouse that went away).
+    """
+    if isinstance(exc, ICRAPIError):
+        return not exc.transient
+    return isinstance(exc, PERMANENT_ERRORS)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.paging import fetch_installation
+from icr.provider import DEFAULT_PAGE_SIZE
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 class _Pager(Protocol):  # icr.paging.InstallationPager
     report: Any
+    page_size: int
+    concurrency: int
 
     def __iter__(self) -> Iterator[Any]: ...
 
@@ -66,6 +69,7 @@ class SyncSettings:
     chunk_records: int = 5_000  # records per normalize + staging write
     stale_run_after: timedelta = timedelta(hours=3)
     progress_every_s: float = 15.0
+    many_pages: int = 10_000  # warn when a snapshot needs more pages (requests) than this
     queue_pages: int = 16  # pages buffered between the fetcher thread and the loader
 
     @classmethod
@@ -220,11 +224,12 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
             offer(exc)
 
     result = _StreamResult(started_at=now_utc())
+    _log_start(hook, pager)
     t0 = time.monotonic()
     fetcher = threading.Thread(target=fetch, name="icr-fetch", daemon=True)
     buffer: list[Any] = []
     last_log = t0
-    page_count = None
+    page_count = total = None
 
     def flush(writer: Any) -> None:
         if not buffer:
@@ -245,15 +250,17 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
                     raise item
                 result.pages += 1
                 page_count = item.page_count or page_count
+                total = item.total if item.total is not None else total
+                if result.pages == 1:
+                    _log_first_page(item, pager, settings)
                 buffer.extend(item.records)
                 if len(buffer) >= settings.chunk_records:
                     flush(writer)
                 now = time.monotonic()
                 if now - last_log >= settings.progress_every_s:
                     last_log = now
-                    done = result.valid + result.rejected + len(buffer)
-                    log.info("Fetched page %d of %s: %d records so far, %.0f records/s", result.pages,
-                             page_count if page_count is not None else "?", done, done / (now - t0))
+                    _log_progress(result.pages, page_count, result.valid + result.rejected + len(buffer), total,
+                                  now - t0)
             flush(writer)
     finally:
         stop.set()
@@ -263,6 +270,63 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     result.duplicates += int(getattr(pager.report, "duplicates", 0) or 0)
     result.seconds = time.monotonic() - t0
     return result
+
+
+#: Also warn when the page size makes a run send this many times the requests of the default page
+#: size (page_size=1 on 1,000 installations: 1,000 requests instead of 10), once that is over
+#: _SMALL_PAGES_MIN_REQUESTS requests.
+_SMALL_PAGES_FACTOR = 10
+_SMALL_PAGES_MIN_REQUESTS = 100
+
+
+def _log_start(hook: _Hook, pager: _Pager) -> None:
+    """Say what the extract is about to read, before the first (possibly slow) request."""
+    client = hook.get_conn()
+    auth = getattr(client, "auth", None)
+    log.info("Extract started: reading %s/app/installations as ICR App %s, page size %s, %s concurrent request(s)",
+             getattr(client, "base_url", "?"), getattr(auth, "app_id", "?"), getattr(pager, "page_size", "?"),
+             getattr(pager, "concurrency", "?"))
+
+
+def _log_first_page(page: Any, pager: _Pager, settings: SyncSettings) -> None:
+    """After page 0: how big the snapshot is, and a warning when the page size makes it very many requests."""
+    page_size = getattr(pager, "page_size", None)
+    if page.total is None:
+        log.info("ICR gave no pagination.total on the first page: paging until a short or empty page")
+        return
+    pages = page.page_count
+    if pages is None and page_size:
+        pages = -(-page.total // page_size)
+    log.info("ICR lists %d installations: %s pages of %s", page.total, pages if pages is not None else "?",
+             page_size if page_size is not None else "?")
+    at_default = -(-page.total // DEFAULT_PAGE_SIZE)
+    if pages is not None and (pages > settings.many_pages
+                              or (pages > _SMALL_PAGES_MIN_REQUESTS and pages >= _SMALL_PAGES_FACTOR * at_default)):
+        log.warning("page_size=%s makes this run send %d page requests (%d at page_size=%d): set a larger page "
+                    "size in the connection's page_size or the run's page_size param", page_size, pages, at_default,
+                    DEFAULT_PAGE_SIZE)
+
+
+def _log_progress(pages: int, page_count: int | None, done: int, total: int | None, seconds: float) -> None:
+    """One periodic progress line, with an ETA once ICR has said how many installations there are."""
+    rate = done / seconds if seconds > 0 else 0.0
+    of_pages = page_count if page_count is not None else "?"
+    if total and rate > 0:
+        left = max(total - done, 0) / rate
+        log.info("Fetched page %d of %s: %d of %d records, %.0f records/s, about %s left", pages, of_pages, done,
+                 total, rate, _duration(left))
+    else:
+        log.info("Fetched page %d of %s: %d records so far, %.0f records/s", pages, of_pages, done, rate)
+
+
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m: short enough for a log line."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @contextmanager

@@ -3,8 +3,16 @@
 Usage: python -m tests.dags.dags_test_runner '<json list of steps>'
 Steps:
   {"date": "2026-11-27", "conf": {...}}   ``airflow dags test icr_installations_sync DATE -c CONF``,
-                                          through Airflow's own CLI parser and command
+                                          through Airflow's own CLI parser and command; optional
+                                          "env": {...} is set first (e.g. another AIRFLOW_CONN_ICR_DEFAULT).
+                                          Its result lists the run's task instances (state, try_number,
+                                          earlier tries kept in task_instance_history).
   {"sim_changes": {"remove": 10}}          POST to the simulator's admin API (ICR_SIM_URL)
+  {"sim_faults": {...}}                    POST /_sim/faults (e.g. {"fail_next": {"kind": "503", "n": 3}})
+  {"cli": ["dags", "reserialize"]}         any other ``airflow`` command, through the same parser
+  {"api": {"method": "POST", "path": "/api/v2/...", "json": {...}}}
+                                          a request to Airflow's own REST API app (in process;
+                                          set AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True)
   {"fingerprint": "label", "ignore_run_ids": false}
                                           a hash of every warehouse table the sync writes
 Prints one ``DAGS_TEST_RESULT {json}`` line per step.
@@ -34,6 +42,40 @@ def _fingerprint(ignore_run_ids: bool) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
+def _task_instances(dag_id: str) -> list[dict]:
+    """The task instances of the DAG's latest run: how often each ran and how it ended."""
+    from sqlalchemy import func, select
+
+    from airflow.models import DagRun, TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run_id = session.scalar(select(DagRun.run_id).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1))
+        earlier = dict(session.execute(
+            select(TaskInstanceHistory.task_id, func.count()).where(
+                TaskInstanceHistory.dag_id == dag_id, TaskInstanceHistory.run_id == run_id)
+            .group_by(TaskInstanceHistory.task_id)).all())
+        return [{"task_id": ti.task_id, "state": str(ti.state) if ti.state else None, "try_number": ti.try_number,
+                 "earlier_tries": int(earlier.get(ti.task_id, 0))}
+                for ti in session.scalars(select(TaskInstance).where(
+                    TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id))]
+
+
+def _api(request: dict) -> dict:
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.app import create_app
+
+    with TestClient(create_app("core")) as client:
+        resp = client.request(request.get("method", "GET"), request["path"], json=request.get("json"))
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    return {"api": request["path"], "status": resp.status_code, "body": body}
+
+
 def main() -> int:
     import requests
     from airflow.cli import cli_parser
@@ -45,10 +87,25 @@ def main() -> int:
             resp.raise_for_status()
             _emit({"sim_changes": step["sim_changes"], "status": resp.status_code})
             continue
+        if "sim_faults" in step:
+            resp = requests.post(f"{os.environ['ICR_SIM_URL']}/_sim/faults", json=step["sim_faults"], timeout=30)
+            resp.raise_for_status()
+            _emit({"sim_faults": step["sim_faults"], "status": resp.status_code})
+            continue
         if "fingerprint" in step:
             _emit({"fingerprint": step["fingerprint"], "hash": _fingerprint(bool(step.get("ignore_run_ids")))})
             continue
-        argv = ["dags", "test", step.get("dag_id", "icr_installations_sync"), step["date"]]
+        if "cli" in step:
+            args = parser.parse_args(step["cli"])
+            args.func(args)
+            _emit({"cli": step["cli"]})
+            continue
+        if "api" in step:
+            _emit(_api(step["api"]))
+            continue
+        os.environ.update(step.get("env") or {})
+        dag_id = step.get("dag_id", "icr_installations_sync")
+        argv = ["dags", "test", dag_id, step["date"]]
         if step.get("conf"):
             argv += ["-c", json.dumps(step["conf"])]
         args = parser.parse_args(argv)
@@ -57,7 +114,10 @@ def main() -> int:
             state = "success"
         except SystemExit as exc:
             state = "failed" if str(exc) == "DagRun failed" else f"error: {exc}"
-        _emit({"date": step["date"], "state": state})
+        except Exception as exc:  # e.g. ParamValidationError: Airflow refused to create the run
+            state = f"error: {type(exc).__name__}: {exc}"
+        tis = [] if state.startswith("error") else _task_instances(dag_id)
+        _emit({"date": step["date"], "state": state, "label": step.get("label"), "tis": tis})
     return 0
 
 

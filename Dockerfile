@@ -16,12 +16,13 @@ WORKDIR /opt/airflow/project
 
 # Dependencies first (pyproject + pins), so code edits reuse the cached layers as far as possible.
 COPY --chown=airflow:0 pyproject.toml constraints.txt README.md ./
+# The package ships the DAG modules too (icr.dags), so dags/ is part of the build.
 COPY --chown=airflow:0 plugins/ plugins/
 COPY --chown=airflow:0 sql/ sql/
+COPY --chown=airflow:0 dags/ dags/
 RUN pip install --no-cache-dir -c constraints.txt ".[celery]"
 
-# The DAGs, and the ICR simulator (python -m tests.simulator) for the `simulator` profile.
-COPY --chown=airflow:0 dags/ dags/
+# The ICR simulator (python -m tests.simulator) for the `simulator` profile.
 COPY --chown=airflow:0 tests/simulator/ tests/simulator/
 
 ENV PYTHONPATH=/opt/airflow/project \

@@ -345,7 +345,10 @@ def test_compose_variable_parser():
 def test_dockerfile_airflow_version_matches_pins():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     deps = "\n".join(pyproject["project"]["dependencies"])
-    pinned = _pinned(deps, "apache-airflow")
+    # pyproject states a range for an Airflow one already runs; its floor is the tested version.
+    floor = re.search(r"^apache-airflow>=([^\s,;#]+),<", deps, re.MULTILINE)
+    assert floor, f"apache-airflow needs a >=tested,<next-minor range in pyproject.toml: {deps[:80]!r}"
+    pinned = floor.group(1)
     constrained = _pinned((ROOT / "constraints.txt").read_text(), "apache-airflow")
     m = re.search(r"^FROM\s+apache/airflow:(\S+?)-python(\d+\.\d+)\s*$", DOCKERFILE.read_text(), re.MULTILINE)
     assert m, "Dockerfile must start FROM apache/airflow:<version>-python<X.Y>"

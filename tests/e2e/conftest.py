@@ -79,3 +79,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed and deployment is not None and item.get_closest_marker("e2e"):
         report.sections.append(("e2e process logs (tail)", deployment.procs.tails(lines=30)))
     return report
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules that change the shared simulator's data (``CHANGES_SHARED_SIMULATOR = True``) run
+    after every other test: the others compare a day's snapshot with the simulator's truth."""
+    last = [item for item in items if getattr(getattr(item, "module", None), "CHANGES_SHARED_SIMULATOR", False)]
+    if last:
+        items[:] = [item for item in items if item not in last] + last

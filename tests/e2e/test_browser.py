@@ -301,7 +301,7 @@ def test_connection_made_in_the_form(page, airflow_deployment: Deployment, say):
         # 2. Test from the list: the UI posts port 0 and the mask, the hook tests the stored PEM.
         posted, message, toast = _test_from_list(page, pem_fp)
         assert posted["port"] == 0 and posted["password"] == "***", posted
-        assert f"as ICR App {sim['app_id']}: {dep.installations} installations" in message
+        assert f"as ICR App {sim['app_id']}: {len(dep.simulator_truth_ids())} installations" in message
         assert f"{KEY_FROM_PEM}, fingerprint {pem_fp}" in message
         page.set_viewport_size({"width": 1400, "height": 1000})
         toast.scroll_into_view_if_needed()

@@ -30,6 +30,8 @@ import requests
 from tests.e2e.deployment import ADMIN_USER, DAG_ID, TASK_FAILURE_STATES, Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+#: it removes installations from the shared simulator: tests/e2e/conftest.py runs it last
+CHANGES_SHARED_SIMULATOR = True
 
 CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -27,7 +27,7 @@ def report_objects(warehouse) -> list[str]:
 
 def test_every_report_object_answers_right_after_the_first_sync(warehouse, simulator, icr_connection):
     """Issue 18 item 3: no refresh DAG, no other step: one sync, then every object answers."""
-    icr_connection(simulator, page_size=200)
+    icr_connection(simulator)
     run = RunContext("first_sync", datetime.now(timezone.utc), "icr_installations_sync")
     run_sync(warehouse, ICRHook(), run, SyncSettings())
     objects = report_objects(warehouse)

@@ -17,12 +17,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.deployment import ROOT, Deployment, DeploymentError, unavailable_services
 
 _STATE: dict[str, Deployment] = {}
+
+#: Debian's chromium, driven by Playwright for Python (no Playwright browser download).
+CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: The machine is shared (2 cores): Airflow's UI can take half a minute to render a page.
+TIMEOUT_MS = 60_000
 
 
 def _require_e2e() -> bool:
@@ -87,3 +95,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     last = [item for item in items if getattr(getattr(item, "module", None), "CHANGES_SHARED_SIMULATOR", False)]
     if last:
         items[:] = [item for item in items if item not in last] + last
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium; skips (or fails with ICR_REQUIRE_E2E=1) when it is missing."""
+    problem = None
+    if not CHROMIUM.exists():
+        problem = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = problem or "the playwright package is not installed (the [test] extra)"
+    if problem:
+        if _require_e2e():
+            pytest.fail(problem + " (ICR_REQUIRE_E2E=1)", pytrace=False)
+        pytest.skip(problem)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

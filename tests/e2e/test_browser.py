@@ -12,22 +12,17 @@ Run alone: ``pytest -m e2e -s tests/e2e/test_browser.py``.
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import TIMEOUT_MS
 from tests.e2e.deployment import ADMIN_USER, DAG_ID, Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000  # the machine is shared: pages can take half a minute to render
 
 # Two past days, apart from the REST test's range.
 TODAY = datetime.now(timezone.utc).date()
@@ -55,31 +50,6 @@ class Steps:
         self.page.screenshot(path=str(path), full_page=full_page)
         self.saved.append(path)
         return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Debian Chromium; skips (or fails with ICR_REQUIRE_E2E=1) when it is missing."""
-    problem = None
-    if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = problem or "the playwright package is not installed (the [test] extra)"
-    if problem:
-        if os.environ.get("ICR_REQUIRE_E2E", "") not in ("", "0", "false", "False"):
-            pytest.fail(problem + " (ICR_REQUIRE_E2E=1)", pytrace=False)
-        pytest.skip(problem)
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

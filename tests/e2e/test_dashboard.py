@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -27,16 +26,13 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e.conftest import TIMEOUT_MS
 from tests.e2e.deployment import ADMIN_USER, DAG_ID, TASK_FAILURE_STATES, Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 #: it removes installations from the shared simulator: tests/e2e/conftest.py runs it last
 CHANGES_SHARED_SIMULATOR = True
 
-CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000  # a loaded CI machine; the UI's first load can take a while
 TODAY = datetime.now(timezone.utc).date()
 BACKFILL = [TODAY - timedelta(days=n) for n in (5, 4)]  # apart from the other e2e tests' dates
 REMOVED, UPDATED = 5, 10
@@ -106,30 +102,6 @@ def test_known_changes_reach_the_reporting_views_without_the_refresh_dag(airflow
 
 
 # --- the browser --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    problem = None
-    if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = problem or "the playwright package is not installed (the [test] extra)"
-    if problem:
-        if os.environ.get("ICR_REQUIRE_E2E", "") not in ("", "0", "false", "False"):
-            pytest.fail(problem + " (ICR_REQUIRE_E2E=1)", pytrace=False)
-        pytest.skip(problem)
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
 
 class Shots:
     def __init__(self, page: Any, directory: Path) -> None:

@@ -11,41 +11,26 @@ Run alone: ``ICR_REQUIRE_E2E=1 pytest -m e2e -s tests/e2e/test_trigger_form.py``
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import TIMEOUT_MS
 from tests.e2e.deployment import ADMIN_USER, DAG_ID, Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("ICR_E2E_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def chromium_page(airflow_deployment: Deployment) -> Iterator[object]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-        if os.environ.get("ICR_REQUIRE_E2E", "") not in ("", "0", "false", "False"):
-            pytest.fail(message + " (ICR_REQUIRE_E2E=1)", pytrace=False)
-        pytest.skip(message)
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1400})
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context.new_page()
-        finally:
-            browser.close()
+def chromium_page(browser) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def _shot(page, dep: Deployment, name: str) -> None:

@@ -30,14 +30,18 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def airflow_home_template(tmp_path_factory) -> Path:
-    """An AIRFLOW_HOME whose SQLite metadata DB is migrated (once per session: ~20 s)."""
-    home = tmp_path_factory.mktemp("airflow-template")
+def migrated_airflow_home(home: Path) -> Path:
+    """``home`` as an AIRFLOW_HOME whose SQLite metadata DB is migrated (~20 s)."""
     proc = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home
+
+
+@pytest.fixture(scope="session")
+def airflow_home_template(tmp_path_factory) -> Path:
+    """An AIRFLOW_HOME whose SQLite metadata DB is migrated (once per session)."""
+    return migrated_airflow_home(tmp_path_factory.mktemp("airflow-template"))
 
 
 @pytest.fixture

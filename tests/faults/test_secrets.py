@@ -205,13 +205,9 @@ def test_redact_catches_whole_and_cut_secrets(case, make_simulator):
 
 @pytest.fixture(scope="module")
 def migrated_home(tmp_path_factory) -> Path:
-    from tests.dags.conftest import AIRFLOW, airflow_env
+    from tests.dags.conftest import migrated_airflow_home
 
-    home = tmp_path_factory.mktemp("secrets-airflow")
-    proc = subprocess.run([AIRFLOW, "db", "migrate"], env=airflow_env(home), cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return home
+    return migrated_airflow_home(tmp_path_factory.mktemp("secrets-airflow"))
 
 
 def _pem_lines(pem: str) -> list[str]:

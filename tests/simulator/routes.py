@@ -1,4 +1,4 @@
-"""The ICR Apps API routes of the simulator (see /work/shared/icr-api.md):
+"""The ICR Apps API routes of the simulator (see the ICR API reference, ``icr-api.md``):
 
 * ``GET  /app/installations?limit=L&page=P``           app JWT; paged list
 * ``GET  /app/installations/{id}``                     app JWT; one installation, 404 if unknown

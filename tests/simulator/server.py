@@ -3,7 +3,7 @@
 ``ICRSimulator`` puts together the parts, each in a module of its own:
 
 * ``http_server``   — the HTTP/1.1 server on a background thread (keep-alive, ``Content-Length``)
-* ``routes``        — the API endpoints (see that module, and /work/shared/icr-api.md)
+* ``routes``        — the API endpoints (see that module, and the ICR API reference ``icr-api.md``)
 * ``admin``         — the admin HTTP API ``/_sim/...`` for a simulator in another process
 * ``keyring``       — the app's RSA keys and the app-JWT verifier; ``access_tokens`` — ``crs_`` tokens
 * ``faults``        — which fault a request gets (``FaultConfig``, ``fail_next``, outages)

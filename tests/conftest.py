@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,6 +89,23 @@ def warehouse(request):
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_warehouse")
     return request.getfixturevalue("pg_warehouse")
+
+
+@pytest.fixture(scope="session")
+def airflow_home_template(tmp_path_factory) -> Path:
+    """An AIRFLOW_HOME whose SQLite metadata DB is migrated, once per session: copy it, don't use it
+    (the ``airflow_home`` fixture of tests/dags, or ``tests.support.airflow_home.copy_airflow_home``)."""
+    from tests.support.airflow_home import migrated_airflow_home
+
+    return migrated_airflow_home(tmp_path_factory.mktemp("airflow-template"))
+
+
+@pytest.fixture
+def airflow_home(airflow_home_template: Path, tmp_path: Path) -> Path:
+    """A copy of the session's migrated AIRFLOW_HOME, for this test alone (its own DB and logs)."""
+    from tests.support.airflow_home import copy_airflow_home
+
+    return copy_airflow_home(airflow_home_template, tmp_path / "airflow")
 
 
 def icr_conn_json(sim: Any, **extra: Any) -> str:

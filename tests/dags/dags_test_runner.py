@@ -32,7 +32,7 @@ def _emit(payload: dict) -> None:
 
 def _fingerprint(ignore_run_ids: bool) -> str:
     from icr.warehouse.engine import Warehouse
-    from tests.icr.warehouse.helpers import table_fingerprint
+    from tests.support.warehouse import table_fingerprint
 
     warehouse = Warehouse.from_airflow()
     try:

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from icr.warehouse.engine import Warehouse
 from tests.conftest import icr_conn_json
-from tests.dags.conftest import airflow_env, run_steps
+from tests.dags.conftest import run_steps
+from tests.support.airflow_home import airflow_env
 
 pytestmark = pytest.mark.slow
 

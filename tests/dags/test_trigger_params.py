@@ -16,7 +16,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.dags.conftest import airflow_env, run_steps
+from tests.dags.conftest import run_steps
+from tests.support.airflow_home import airflow_env
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "icr_installations_sync.py"
 DAG_ID = "icr_installations_sync"

@@ -12,14 +12,14 @@ Run alone: ``pytest -m e2e -s tests/e2e/test_browser.py``.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import TIMEOUT_MS
-from tests.e2e.deployment import ADMIN_USER, DAG_ID, Deployment
+from tests.e2e.deployment import DAG_ID, Deployment
+from tests.e2e.ui import Screenshots, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,31 +33,12 @@ STANDARD_LABELS = ["API base URL", "App ID", "Private key (PEM)"]
 EXTRA_LABELS = ["Private key file", "Private key passphrase", "API version", "Page size", "Allow plain HTTP"]
 
 
-class Steps:
-    """Numbered screenshots of a browser session."""
-
-    def __init__(self, page, directory: Path) -> None:
-        self.page = page
-        self.directory = directory
-        self.n = 0
-        self.current = "start"
-        self.saved: list[Path] = []
-
-    def shot(self, name: str, full_page: bool = False) -> Path:
-        self.n += 1
-        self.current = name
-        path = self.directory / f"{self.n:02d}-{name}.png"
-        self.page.screenshot(path=str(path), full_page=full_page)
-        self.saved.append(path)
-        return path
-
-
 @pytest.fixture
 def page(browser, airflow_deployment: Deployment, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    steps = Steps(page, airflow_deployment.artifacts / "screenshots")
+    steps = Screenshots(page, airflow_deployment.artifacts / "screenshots")
     page.steps = steps
     yield page
     report = getattr(request.node, "rep_call", None)  # set by conftest's makereport hook
@@ -67,19 +48,6 @@ def page(browser, airflow_deployment: Deployment, request):
         except Exception:  # noqa: BLE001 - the page may be gone
             pass
     context.close()
-
-
-def _login(page, dep: Deployment) -> None:
-    page.goto(f"{dep.base_url}/")
-    page.wait_for_url(re.compile(r".*/auth/login.*"))
-    page.get_by_label("Username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(dep.password)
-    page.steps.shot("login")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{dep.base_url}/")
-    page.get_by_role("button", name="Admin").wait_for()  # the navigation of a logged-in user
-    page.wait_for_load_state("networkidle")
-    page.steps.shot("logged-in-home")
 
 
 def _pick_datetime(page, dialog, index: int, day: str, time_of_day: str) -> None:
@@ -99,7 +67,7 @@ def test_ui_login_backfill_and_connection_form(page, airflow_deployment: Deploym
     first, last = DAYS[0].isoformat(), DAYS[-1].isoformat()
 
     # 1. Log in (SimpleAuthManager's login form, a real user and password).
-    _login(page, dep)
+    log_in(page, dep, page.steps)
 
     # 2. The DAG.
     page.goto(f"{dep.base_url}/dags/{DAG_ID}")
@@ -243,7 +211,7 @@ def test_connection_made_in_the_form(page, airflow_deployment: Deployment, say):
     # The harness stored icr_default through the REST API: this test makes it in the form instead.
     assert dep.api("DELETE", "connections/icr_default").status_code == 204
     try:
-        _login(page, dep)
+        log_in(page, dep, page.steps)
 
         # 1. Add -> "ICR App": id, base URL, App ID, the PEM pasted; Key source left on Automatic.
         _connections_page(page, dep)

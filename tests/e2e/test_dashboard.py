@@ -27,7 +27,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import TIMEOUT_MS
-from tests.e2e.deployment import ADMIN_USER, DAG_ID, TASK_FAILURE_STATES, Deployment, wait_for
+from tests.e2e.deployment import DAG_ID, TASK_FAILURE_STATES, Deployment, wait_for
+from tests.e2e.ui import Screenshots, log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 #: it removes installations from the shared simulator: tests/e2e/conftest.py runs it last
@@ -103,24 +104,12 @@ def test_known_changes_reach_the_reporting_views_without_the_refresh_dag(airflow
 
 # --- the browser --------------------------------------------------------------------------------
 
-class Shots:
-    def __init__(self, page: Any, directory: Path) -> None:
-        self.page, self.directory, self.n, self.current = page, directory, 0, "start"
-
-    def shot(self, name: str, full_page: bool = False) -> Path:
-        self.n += 1
-        self.current = name
-        path = self.directory / f"dashboard-{self.n:02d}-{name}.png"
-        self.page.screenshot(path=str(path), full_page=full_page)
-        return path
-
-
 @pytest.fixture
 def page(browser, airflow_deployment: Deployment, request) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1440, "height": 1100}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    page.shots = Shots(page, airflow_deployment.artifacts / "screenshots")
+    page.shots = Screenshots(page, airflow_deployment.artifacts / "screenshots", prefix="dashboard-")
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
@@ -129,17 +118,6 @@ def page(browser, airflow_deployment: Deployment, request) -> Iterator[Any]:
         except Exception:  # noqa: BLE001 - the page may be gone
             pass
     context.close()
-
-
-def _login(page: Any, dep: Deployment) -> None:
-    page.goto(f"{dep.base_url}/")
-    page.wait_for_url(re.compile(r".*/auth/login.*"))
-    page.get_by_label("Username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(dep.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{dep.base_url}/")
-    page.get_by_role("button", name="Admin").wait_for()
-    page.wait_for_load_state("networkidle")
 
 
 def _dashboard_frame(page: Any) -> Any:
@@ -185,7 +163,7 @@ def test_dashboard_in_airflows_navigation_shows_the_warehouse(page, airflow_depl
     from playwright.sync_api import expect
 
     dep = airflow_deployment
-    _login(page, dep)
+    log_in(page, dep)
 
     # 1. Airflow's navigation has the page; it opens inside Airflow's UI.
     nav = page.get_by_role("link", name="ICR installations")

@@ -87,7 +87,7 @@ def _no_secret_in_worker_logs(dep: Deployment, worker_log: str, say) -> None:
     of the app's private key, an app JWT (whole or cut) or an access token."""
     from pathlib import Path
 
-    from tests.faults.conftest import LeakScanner
+    from tests.support.secrets import LeakScanner
 
     scanner = LeakScanner()
     scanner.add_secret(Path(dep.simulator["private_key_path"]).read_text(), "the app's private key")

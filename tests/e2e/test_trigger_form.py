@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import TIMEOUT_MS
-from tests.e2e.deployment import ADMIN_USER, DAG_ID, Deployment
+from tests.e2e.deployment import DAG_ID, Deployment
+from tests.e2e.ui import log_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -49,14 +50,7 @@ def test_trigger_form_refuses_out_of_range_page_size(chromium_page, airflow_depl
     was_paused = dep.api_json("GET", f"dags/{DAG_ID}")["is_paused"]
 
     try:
-        page.goto(f"{dep.base_url}/")
-        page.wait_for_url(re.compile(r".*/auth/login.*"))
-        page.get_by_label("Username").fill(ADMIN_USER)
-        page.get_by_label("Password").fill(dep.password)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{dep.base_url}/")
-        page.get_by_role("button", name="Admin").wait_for()  # the navigation of a logged-in user
-        page.wait_for_load_state("networkidle")
+        log_in(page, dep)
 
         for typed, refusal in (("5000", "greater than the maximum of 100"), ("0", "less than the minimum of 1")):
             page.goto(f"{dep.base_url}/dags/{DAG_ID}")  # a fresh Trigger dialog for each value

@@ -7,7 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.faults.conftest import fingerprint, new_run, run_rows, staging_tables
+from tests.faults.conftest import new_run, staging_tables
+from tests.support.warehouse import outcome_fingerprint, run_rows
 
 FAULT_CLASS = "bad_config"
 pytestmark = pytest.mark.faults
@@ -51,7 +52,7 @@ def test_bad_configuration_fails_clearly_before_writing(make_simulator, hook_for
     leaks.secret(PASSPHRASE, "key passphrase")
     hook = hook_for(sim)
     run_sync(faults_pg, hook, new_run("cfg-seed"), SyncSettings(page_size=50))
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     runs_before = len(run_rows(faults_pg))
 
     overrides = make(sim)
@@ -66,11 +67,11 @@ def test_bad_configuration_fails_clearly_before_writing(make_simulator, hook_for
     message = str(info.value)
     ok = all(w in message for w in words)
     rows = run_rows(faults_pg)
-    clean = (fingerprint(faults_pg) == before and len(rows) == runs_before + 1
+    clean = (outcome_fingerprint(faults_pg) == before and len(rows) == runs_before + 1
              and rows[-1]["status"] == "failed" and staging_tables(faults_pg) == [])
     ledger.record(FAULT_CLASS, injected=1, runs=1, survived=int(ok and clean))
     for w in words:
         assert w in message, f"{case}: the error does not name {w!r}: {message}"
-    assert fingerprint(faults_pg) == before
+    assert outcome_fingerprint(faults_pg) == before
     assert len(rows) == runs_before + 1 and rows[-1]["run_id"] == run.run_id and rows[-1]["status"] == "failed"
     assert staging_tables(faults_pg) == []

@@ -12,7 +12,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.conftest import compare_with_truth, fingerprint, new_run, run_rows, staging_tables
+from tests.faults.conftest import compare_with_truth, new_run, staging_tables
+from tests.support.warehouse import outcome_fingerprint, run_row, run_rows
 
 FAULT_CLASS = "bad_records"
 pytestmark = pytest.mark.faults
@@ -117,7 +118,7 @@ def test_reject_threshold_fails_the_run_before_writing(make_simulator, hook_for,
     sim = make_simulator(installations=N, seed=72)
     hook = hook_for(sim)
     run_sync(faults_pg, hook, new_run("bad-seed"), SyncSettings(page_size=PAGE))
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     _, invalid, extra = _crafted(sim)
     sim.faults.extra_records = extra
     sim.apply_changes({"update": 10})
@@ -126,8 +127,8 @@ def test_reject_threshold_fails_the_run_before_writing(make_simulator, hook_for,
         run_sync(faults_pg, hook, run, SyncSettings(page_size=PAGE, max_reject_share=0.01))
     leaks.feed_exception(info.value)
     assert "max_reject_share" in str(info.value)
-    assert fingerprint(faults_pg) == before
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    assert outcome_fingerprint(faults_pg) == before
+    row = run_row(faults_pg, run.run_id)
     assert row["status"] == "failed" and "RejectThresholdError" in row["error"]
     assert staging_tables(faults_pg) == []
     ledger.record(FAULT_CLASS, injected=len(invalid), runs=2, survived=2)

@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.conftest import compare_with_truth, new_run, run_rows
+from tests.faults.conftest import compare_with_truth, new_run
+from tests.support.warehouse import run_rows
 from tests.simulator.config import FAULT_KINDS
 
 FAULT_CLASS = "flaky_api"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.faults.conftest import fingerprint, new_run, run_rows, staging_tables
+from tests.faults.conftest import new_run, staging_tables
+from tests.support.warehouse import outcome_fingerprint, run_rows
 from tests.simulator.tokens import forge_token, generate_private_key, mint_app_jwt, public_pem
 
 FAULT_CLASS = "forged_tokens"
@@ -65,14 +66,14 @@ def test_forged_token_through_the_hook_fails_cleanly(make_simulator, hook_for, f
     leaks.secret(token, f"forged token {forgery}")
     auth.token = lambda: token  # every request (and the re-mint after the 401) carries the forgery
     migrate(faults_pg)
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     run = new_run("forged")
     with pytest.raises(ICRAPIError) as info:
         run_sync(faults_pg, hook, run, SyncSettings(page_size=10))
     leaks.feed_exception(info.value)
     assert info.value.status == 401
     assert "401" in str(info.value) and "/app/installations" in str(info.value)
-    assert fingerprint(faults_pg) == before
+    assert outcome_fingerprint(faults_pg) == before
     (row,) = run_rows(faults_pg)
     assert row["status"] == "failed" and "401" in row["error"]
     assert staging_tables(faults_pg) == []

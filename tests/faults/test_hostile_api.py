@@ -13,14 +13,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.conftest import (
-    compare_with_truth,
-    dump_warehouse,
-    fingerprint,
-    new_run,
-    run_rows,
-    staging_tables,
-)
+from tests.faults.conftest import compare_with_truth, dump_warehouse, new_run, staging_tables
+from tests.support.warehouse import outcome_fingerprint, run_row, run_rows
 
 FAULT_CLASS = "hostile_api"
 pytestmark = pytest.mark.faults
@@ -130,7 +124,7 @@ def test_endless_paging_is_bounded(make_simulator, hook_for, faults_pg, ledger, 
     sim = make_simulator(installations=200, seed=93)
     hook = hook_for(sim)
     run_sync(faults_pg, hook, new_run("endless-seed"), SyncSettings(page_size=PAGE))
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     sim.faults.endless_pages = mode
     _stop_endless_after(sim, 300)
     sim.reset_stats()
@@ -139,12 +133,12 @@ def test_endless_paging_is_bounded(make_simulator, hook_for, faults_pg, ledger, 
         run_sync(faults_pg, hook, run, SyncSettings(page_size=PAGE))
     leaks.feed_exception(info.value)
     served = sim.stats["pages_served"]
-    ok = served <= 12 and fingerprint(faults_pg) == before
+    ok = served <= 12 and outcome_fingerprint(faults_pg) == before
     ledger.record(FAULT_CLASS, injected=1, runs=2, survived=1 + int(ok))
     assert words in str(info.value) and f"limit={PAGE}" in str(info.value)
     assert served <= 12, f"{served} pages read from an API that announced 4"
-    assert fingerprint(faults_pg) == before
-    assert {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]["status"] == "failed"
+    assert outcome_fingerprint(faults_pg) == before
+    assert run_row(faults_pg, run.run_id)["status"] == "failed"
     assert staging_tables(faults_pg) == []
 
 
@@ -169,7 +163,7 @@ def test_oversized_answer_fails_at_once_naming_path_and_cap(make_simulator, hook
     assert "page=1" in text and f"{DEFAULT_MAX_RESPONSE_BYTES:,} bytes" in text and "max_response_bytes" in text
     assert info.value.attempts == 1  # a cap is not worth retrying
     assert sim.stats["by_kind"]["list"] == 2
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    row = run_row(faults_pg, run.run_id)
     assert row["status"] == "failed" and "cap" in row["error"]
 
 
@@ -210,7 +204,7 @@ def test_absurd_pagination_number_fails_on_the_first_page(make_simulator, hook_f
     sim = make_simulator(installations=120, seed=96)
     hook = hook_for(sim)
     run_sync(faults_pg, hook, new_run("envelope-seed"), SyncSettings(page_size=PAGE))
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     sim.faults.pagination_override = {field: value}
     sim.reset_stats()
     run = new_run("envelope")
@@ -219,11 +213,11 @@ def test_absurd_pagination_number_fails_on_the_first_page(make_simulator, hook_f
     leaks.feed_exception(info.value)
     text = str(info.value)
     ok = f"pagination.{field}" in text and sim.stats["pages_served"] == 1
-    ledger.record(FAULT_CLASS, injected=1, runs=2, survived=1 + int(ok and fingerprint(faults_pg) == before))
+    ledger.record(FAULT_CLASS, injected=1, runs=2, survived=1 + int(ok and outcome_fingerprint(faults_pg) == before))
     assert f"pagination.{field}" in text and "page=0" in text and shown in text, text
     assert sim.stats["pages_served"] == 1, "the page was not refused when it arrived"
-    assert fingerprint(faults_pg) == before
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    assert outcome_fingerprint(faults_pg) == before
+    row = run_row(faults_pg, run.run_id)
     assert row["status"] == "failed" and f"pagination.{field}" in row["error"]
 
 

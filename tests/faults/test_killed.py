@@ -28,8 +28,13 @@ import pytest
 
 from tests.conftest import _libpq
 from tests.faults.conftest import (
-    ROOT, compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables,
+    ROOT,
+    compare_with_truth,
+    dump_warehouse,
+    new_run,
+    staging_tables,
 )
+from tests.support.warehouse import outcome_fingerprint, run_row, run_rows
 
 FAULT_CLASS = "killed"
 pytestmark = pytest.mark.faults
@@ -58,13 +63,13 @@ def _kill_env(sim, when: datetime, seed_url: str, clone) -> dict:
 
     wh = Warehouse.from_url(seed_url)
     run_sync(wh, _light_hook(sim), new_run("kill-seed", when), SyncSettings(page_size=PAGE))
-    before = fingerprint(wh)
+    before = outcome_fingerprint(wh)
     wh.dispose()
     sim.apply_changes({"add": 80, "remove": 60, "update": 100})
     ref = Warehouse.from_url(clone())
     run_sync(ref, _light_hook(sim), new_run("kill-ref", when), SyncSettings(page_size=PAGE))
     assert compare_with_truth(ref, sim.truth()).lost == 0
-    after = fingerprint(ref)
+    after = outcome_fingerprint(ref)
     ref.dispose()
     assert before != after
     return {"sim": sim, "before": before, "after": after, "clone": clone, "when": when.isoformat()}
@@ -294,7 +299,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     with _two_runs_in_the_ledger(ledger, wh, leaks) as outcome:
         no_lock_left(url, app_name)
 
-        fp = fingerprint(wh)
+        fp = outcome_fingerprint(wh)
         before = {**env["before"]}
         after = {**env["after"]}
         state = "before" if fp == before else "after" if fp == after else "BETWEEN"
@@ -304,12 +309,12 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
         if expect != "either":
             assert state == expect, (state, phases[-3:])
 
-        killed = {r["run_id"]: r for r in run_rows(wh)}.get(run_id)
+        killed = run_row(wh, run_id)
         if state == "before" and killed is not None:
             assert killed["status"] == "running"
             abandoned = abandon_stale_runs(wh, older_than=timedelta(0))
             assert abandoned == [run_id]
-            killed = {r["run_id"]: r for r in run_rows(wh)}[run_id]
+            killed = run_row(wh, run_id)
             assert killed["status"] == "failed" and "abandoned" in killed["error"]
         if state == "after":
             assert killed["status"] == "success"
@@ -319,7 +324,7 @@ def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
         # the next run: must not hang on a lock, must succeed, must equal the truth
         t, result = _sync_in_thread(wh, env, "after-kill")
         diff = _succeeded_with_the_truth(t, result, wh, sim, "the run after the kill hangs")
-        assert fingerprint(wh)["state_md5"] == after["state_md5"]
+        assert outcome_fingerprint(wh)["state_md5"] == after["state_md5"]
         outcome["lost"] = diff.lost
 
 
@@ -359,7 +364,7 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
     with _two_runs_in_the_ledger(ledger, wh, leaks) as outcome:
         diff = _succeeded_with_the_truth(t, result, wh, sim,
                                          "the waiting run still hangs after the lock holder was killed")
-        assert fingerprint(wh) == env["after"]
+        assert outcome_fingerprint(wh) == env["after"]
         rows = {r["run_id"]: r for r in run_rows(wh)}
         assert rows[holder]["status"] == "running"  # nothing of it was committed but its run row
         assert abandon_stale_runs(wh, older_than=timedelta(0)) == [holder]

@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import (
-    ROOT, compare_with_truth, deleted_ids, fingerprint, new_run, run_rows, staging_tables,
+    ROOT,
+    compare_with_truth,
+    deleted_ids,
+    new_run,
+    staging_tables,
 )
+from tests.support.warehouse import outcome_fingerprint, run_row, run_rows
 
 FAULT_CLASS = "mass_removal"
 pytestmark = pytest.mark.faults
@@ -26,7 +31,7 @@ N = 400
 
 
 def test_mass_removal_guard_then_accepted_via_dag_param(make_simulator, hook_for, faults_pg, pg_database,
-                                                        ledger, leaks, tmp_path):
+                                                        ledger, leaks, tmp_path, airflow_home):
     from icr.errors import MassRemovalError
     from icr.sync import SyncSettings, run_sync
 
@@ -34,20 +39,19 @@ def test_mass_removal_guard_then_accepted_via_dag_param(make_simulator, hook_for
     hook = hook_for(sim)
     run_sync(faults_pg, hook, new_run("mass-seed"), SyncSettings(page_size=100))
     removed = set(sim.remove_installations(int(N * 0.7)))
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
 
     run = new_run("mass-guard")
     with pytest.raises(MassRemovalError) as info:
         run_sync(faults_pg, hook, run, SyncSettings(page_size=100))
     leaks.feed_exception(info.value)
     assert "accept_mass_removal" in str(info.value) and "Nothing was written" in str(info.value)
-    assert fingerprint(faults_pg) == before
-    assert {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]["status"] == "failed"
+    assert outcome_fingerprint(faults_pg) == before
+    assert run_row(faults_pg, run.run_id)["status"] == "failed"
     assert staging_tables(faults_pg) == []
 
     # The operator's answer, through the real DAG: airflow dags test with the param.
-    home = tmp_path / "airflow_home"
-    home.mkdir()
+    home = airflow_home  # migrated once per session (tests/conftest.py)
     dbname = pg_database.rsplit("/", 1)[1]
     conn = json.loads(os.environ["AIRFLOW_CONN_ICR_DEFAULT"])
     env = {
@@ -61,10 +65,6 @@ def test_mass_removal_guard_then_accepted_via_dag_param(make_simulator, hook_for
                                                   "login": "postgres", "schema": dbname}),
     }
     airflow = str(Path(sys.executable).with_name("airflow"))
-    mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    leaks.feed("subprocess stdout", mig.stdout)
-    leaks.feed("subprocess stderr", mig.stderr)
-    assert mig.returncode == 0, mig.stderr[-3000:]
     date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     proc = subprocess.run([airflow, "dags", "test", "icr_installations_sync", date, "-c",
                            json.dumps({"accept_mass_removal": True})],

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import compare_with_truth, deleted_ids, new_run, run_rows
+from tests.faults.conftest import compare_with_truth, deleted_ids, new_run
+from tests.support.warehouse import run_rows
 
 FAULT_CLASS = "moving_data"
 pytestmark = pytest.mark.faults

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,13 +30,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.logs import captured_log_text
-from tests.faults.conftest import (
-    JWT_RE,
-    fingerprint,
-    new_run,
-    run_rows,
-    staging_tables,
-)
+from tests.faults.conftest import new_run, staging_tables
+from tests.support.secrets import JWT_RE
+from tests.support.warehouse import outcome_fingerprint, run_row
 
 FAULT_CLASS = "secrets"
 pytestmark = pytest.mark.faults
@@ -132,7 +127,7 @@ def test_echoed_tokens_are_redacted_everywhere(app_key_pem, hook_for, faults_pg,
     try:
         hook = hook_for(api, max_retries=2, max_retry_wait=5)
         migrate(faults_pg)
-        before = fingerprint(faults_pg)
+        before = outcome_fingerprint(faults_pg)
         run = new_run("echo")
         with pytest.raises(ICRError) as info:
             run_sync(faults_pg, hook, run, SyncSettings(page_size=50))
@@ -141,7 +136,7 @@ def test_echoed_tokens_are_redacted_everywhere(app_key_pem, hook_for, faults_pg,
     leaks.feed_exception(info.value)
     assert api.seen, "the API was never called"
     text = f"{info.value}\n{info.value!r}"
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    row = run_row(faults_pg, run.run_id)
     logs = captured_log_text(caplog)
     redacted_everywhere = all("[redacted]" in t and "eyJ" not in t and "crs_Zq8" not in t
                               for t in (text, row["error"]))
@@ -160,7 +155,7 @@ def test_echoed_tokens_are_redacted_everywhere(app_key_pem, hook_for, faults_pg,
     if status in (401, 500):  # these were logged before the final error: the log lines are redacted too
         assert "[redacted]" in logs, logs[-2000:]
     assert row["status"] == "failed" and "[redacted]" in row["error"], row
-    assert fingerprint(faults_pg) == before
+    assert outcome_fingerprint(faults_pg) == before
 
 
 def _around(text: str, needle: str) -> str:
@@ -203,13 +198,6 @@ def test_redact_catches_whole_and_cut_secrets(case, make_simulator):
 # --------------------------------------------------------------------------- DEBUG in `airflow dags test`
 
 
-@pytest.fixture(scope="module")
-def migrated_home(tmp_path_factory) -> Path:
-    from tests.dags.conftest import migrated_airflow_home
-
-    return migrated_airflow_home(tmp_path_factory.mktemp("secrets-airflow"))
-
-
 def _pem_lines(pem: str) -> list[str]:
     return [ln for ln in pem.splitlines() if ln and "-----" not in ln]
 
@@ -218,7 +206,7 @@ def _dags_test_at_debug(home: Path, sim: Any, icr_conn: dict, tmp_path: Path, le
     """``airflow dags test icr_installations_sync`` with every logger at DEBUG; returns its
     output and the texts of its task log files and XComs."""
     from icr.redact import redact
-    from tests.dags.conftest import AIRFLOW, airflow_env
+    from tests.support.airflow_home import AIRFLOW, airflow_env
 
     env = airflow_env(home, AIRFLOW_CONN_ICR_DEFAULT=json.dumps(icr_conn),
                       AIRFLOW_CONN_ICR_WAREHOUSE=json.dumps({"conn_type": "sqlite",
@@ -239,16 +227,14 @@ def _dags_test_at_debug(home: Path, sim: Any, icr_conn: dict, tmp_path: Path, le
     return output, others
 
 
-def test_dags_test_at_debug_prints_no_key_and_no_jwt(make_simulator, migrated_home, tmp_path, leaks, ledger):
+def test_dags_test_at_debug_prints_no_key_and_no_jwt(make_simulator, airflow_home, tmp_path, leaks, ledger):
     """The key in a file (extra.private_key_path): nothing of it, and no JWT, in the output."""
     sim = make_simulator(installations=40, seed=61)
     leaks.secret(sim.private_key_pem, "simulator app private key")
-    home = tmp_path / "airflow"
-    shutil.copytree(migrated_home, home)
     key_file = tmp_path / "icr_private_key.pem"
     key_file.write_text(sim.private_key_pem)
     key_file.chmod(0o600)
-    output, others = _dags_test_at_debug(home, sim, {
+    output, others = _dags_test_at_debug(airflow_home, sim, {
         "conn_type": "icr", "host": sim.base_url, "login": sim.app_id,
         "extra": {"private_key_path": str(key_file), "max_retry_wait": 30}}, tmp_path, leaks)
     body = _pem_lines(sim.private_key_pem)
@@ -264,15 +250,13 @@ def test_dags_test_at_debug_prints_no_key_and_no_jwt(make_simulator, migrated_ho
     assert not one_run, "the PEM body (as one run) is in the DEBUG output"
 
 
-def test_dags_test_at_debug_pem_in_password(make_simulator, migrated_home, tmp_path, leaks, ledger):
+def test_dags_test_at_debug_pem_in_password(make_simulator, airflow_home, tmp_path, leaks, ledger):
     """The key in the connection's password: Airflow itself echoes the password once each time it
     loads the connection (its in-process supervisor logs the MaskSecret message at DEBUG, see
     docs/security.md). The hook adds no echo of its own, and no JWT is printed."""
     sim = make_simulator(installations=40, seed=62)
     leaks.secret(sim.private_key_pem, "simulator app private key")
-    home = tmp_path / "airflow"
-    shutil.copytree(migrated_home, home)
-    output, others = _dags_test_at_debug(home, sim, {
+    output, others = _dags_test_at_debug(airflow_home, sim, {
         "conn_type": "icr", "host": sim.base_url, "login": sim.app_id, "password": sim.private_key_pem,
         "extra": {"max_retry_wait": 30}}, tmp_path, leaks)
     body = _pem_lines(sim.private_key_pem)

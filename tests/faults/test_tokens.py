@@ -71,7 +71,7 @@ def test_token_reminted_before_expiry_mid_paging(make_simulator, hook_for, fault
 def test_token_expires_in_flight_reminted_after_401(make_simulator, hook_for, faults_pg, ledger):
     """The server clock runs 150 s ahead of ours *and* both jump 200 s per page: the cached JWT
     still looks fresh to us when the API already calls it expired. One 401, one re-mint, go on."""
-    from tests.faults.conftest import run_rows
+    from tests.support.warehouse import run_rows
 
     sim = make_simulator(installations=1000, seed=33, faults={"clock_offset_s": 150})
     hook = hook_for(sim)

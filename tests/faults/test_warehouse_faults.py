@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import _libpq
-from tests.faults.conftest import compare_with_truth, dump_warehouse, fingerprint, new_run, run_rows, staging_tables
+from tests.faults.conftest import compare_with_truth, dump_warehouse, new_run, staging_tables
+from tests.support.warehouse import outcome_fingerprint, run_row
 
 FAULT_CLASS = "warehouse"
 pytestmark = pytest.mark.faults
@@ -53,7 +54,7 @@ def test_backend_terminated_mid_merge(make_simulator, hook_for, faults_pg, pg_ad
     from icr.sync import SyncSettings, run_sync
 
     sim, hook, _ = _loaded(make_simulator, hook_for, faults_pg, 61)
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     orig = merge._Steps.run
     killed = []
 
@@ -74,8 +75,8 @@ def test_backend_terminated_mid_merge(make_simulator, hook_for, faults_pg, pg_ad
     monkeypatch.undo()
     assert killed
     assert "terminat" in str(info.value).lower() or "closed" in str(info.value).lower(), str(info.value)[:300]
-    assert fingerprint(faults_pg) == before
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    assert outcome_fingerprint(faults_pg) == before
+    row = run_row(faults_pg, run.run_id)
     assert row["status"] == "failed", row
     assert staging_tables(faults_pg) == []
     _retry_ok(faults_pg, hook, sim, ledger)
@@ -89,7 +90,7 @@ def test_statement_timeout_then_task_retry_of_the_same_run(make_simulator, hook_
     from icr.warehouse.engine import Warehouse
 
     sim, hook, _ = _loaded(make_simulator, hook_for, faults_pg, 62)
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     timed = Warehouse.from_url(pg_database, connect_args={"options": "-c statement_timeout=400"})
     settings = SyncSettings(page_size=200)
     run = new_run("wh-timeout")
@@ -106,7 +107,7 @@ def test_statement_timeout_then_task_retry_of_the_same_run(make_simulator, hook_
             blocker.close()
         leaks.feed_exception(info.value)
         assert "statement timeout" in str(info.value).lower(), str(info.value)[:300]
-        assert fingerprint(faults_pg) == before
+        assert outcome_fingerprint(faults_pg) == before
         # the task retry: same run id, same staging tables
         load(timed, run, settings)
         verify(timed, run)
@@ -128,14 +129,14 @@ def test_constraint_violation_rolls_back(make_simulator, hook_for, faults_pg, le
     with faults_pg.engine.begin() as conn:  # a constraint a new row of this run violates
         conn.exec_driver_sql(f"ALTER TABLE icr_installation_state ADD CONSTRAINT faults_planted_check "
                              f"CHECK (installation_id <> '{new_id}'::uuid)")
-    before = fingerprint(faults_pg)
+    before = outcome_fingerprint(faults_pg)
     run = new_run("wh-constraint")
     with pytest.raises(Exception) as info:
         run_sync(faults_pg, hook, run, SyncSettings(page_size=200))
     leaks.feed_exception(info.value)
     assert "faults_planted_check" in str(info.value), str(info.value)[:300]
-    assert fingerprint(faults_pg) == before
-    row = {r["run_id"]: r for r in run_rows(faults_pg)}[run.run_id]
+    assert outcome_fingerprint(faults_pg) == before
+    row = run_row(faults_pg, run.run_id)
     assert row["status"] == "failed" and "faults_planted_check" in row["error"]
     assert staging_tables(faults_pg) == []
     with faults_pg.engine.begin() as conn:
@@ -241,7 +242,7 @@ def test_disk_full_rolls_back_says_where_and_the_rerun_recovers(request, make_si
     settings = SyncSettings(page_size=200)
     with _small_disk(24) as disk, _warehouse_on(disk, dialect, pg_admin_url) as wh:
         sim, hook, _ = _loaded(make_simulator, hook_for, wh, 64)
-        before = fingerprint(wh)
+        before = outcome_fingerprint(wh)
         run = new_run(f"wh-full-{phase}")
         if dialect == "sqlite":
             _empty_sqlite_wal(wh)
@@ -263,13 +264,13 @@ def test_disk_full_rolls_back_says_where_and_the_rerun_recovers(request, make_si
         assert where in message and "ran out of" in message, message
         assert ("staging the snapshot" if phase == "staging" else "loading run") in message, message
         assert "published tables are as they were" in message, message
-        assert fingerprint(wh) == before
+        assert outcome_fingerprint(wh) == before
 
         filler.unlink()  # space is freed; the next run (a new one, as the next night's) recovers
         _retry_ok(wh, hook, sim, ledger)
         left = staging_tables(wh)
         if left:  # the failed run could not even record its failure: it is still 'running' ...
-            assert {r["run_id"]: r for r in run_rows(wh)}[run.run_id]["status"] == "running", left
+            assert run_row(wh, run.run_id)["status"] == "running", left
             abandon_stale_runs(wh, older_than=timedelta(0))  # ... until it is abandoned as stale
         assert staging_tables(wh) == []
         dump_warehouse(wh, leaks)  # the error texts it stored included

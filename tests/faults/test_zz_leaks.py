@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import LEAKS, FAULT_CLASSES, LeakScanner
+from tests.faults.conftest import LEAKS, FAULT_CLASSES
+from tests.support.secrets import LeakScanner
 
 FAULT_CLASS = "leaks"
 pytestmark = pytest.mark.faults

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from tests.support.logs import captured_log_text  # noqa: E402
+from tests.support.secrets import assert_no_secrets  # noqa: E402
 
 APP_ID = "d23967cc-dd16-452b-8af4-869965745978"
 PASSPHRASE = "correct horse battery staple"
@@ -229,11 +230,6 @@ def set_icr_conn(monkeypatch):
     return set_conn
 
 
-def installation(i: int) -> dict[str, Any]:
-    """A minimal installation object for stub servers."""
-    return {"id": f"00000000-0000-4000-8000-{i:012d}", "appId": APP_ID, "permissions": {"organization_info": "VIEW"}}
-
-
 def page_body(items: list[dict[str, Any]], *, total: int | None, page: int, page_count: int | None, next_page: Any = "auto", omit_next: bool = False) -> dict[str, Any]:
     pag: dict[str, Any] = {"currentPage": page, "prevPage": page - 1 if page > 0 else None}
     if total is not None:
@@ -270,10 +266,5 @@ def _no_secrets_in_logs(request, caplog) -> Iterator[None]:
     yield
     if request.module.__name__.rsplit(".", 1)[-1] not in _MY_MODULES:
         return
-    text = captured_log_text(caplog)
-    assert "Bearer " not in text
-    assert "eyJhbGciOiJSUzI1NiIs" not in text  # base64 of '{"alg":"RS256",' = every app JWT
-    assert "PRIVATE KEY-----" not in text
     keys = _KEYS
-    if keys is not None:
-        assert pem_body(keys.pkcs8) not in text and PASSPHRASE not in text
+    assert_no_secrets(captured_log_text(caplog), secrets=[keys.pkcs8, PASSPHRASE] if keys is not None else [])

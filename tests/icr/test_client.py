@@ -24,7 +24,9 @@ from icr.client import (
 )
 from icr.errors import ICRAPIError, ICRConfigError
 
-from .conftest import APP_ID, Reply, needs_simulator, pem_body
+from tests.support.secrets import assert_no_secrets
+
+from .conftest import APP_ID, Reply, needs_simulator
 
 
 @pytest.fixture
@@ -34,14 +36,6 @@ def sim_client(simulator, make_client):
 
     auth = AppJWT(simulator.app_id, load_private_key(simulator.private_key_pem))
     return simulator, make_client(simulator.base_url, auth)
-
-
-def _no_secrets(text: str, client: ICRClient, pem: str | None = None) -> None:
-    token = client.auth.token()
-    assert token not in text
-    assert "Bearer " not in text
-    if pem:
-        assert pem_body(pem) not in text
 
 
 # --------------------------------------------------------------------------- base URL
@@ -119,7 +113,7 @@ def test_404_fails_at_once_with_icr_message(sim_client):
     assert "Installation not found" in str(e)
     assert "/app/installations/00000000-0000-4000-8000-000000000000" in str(e)
     assert sim.stats["requests"] == 1
-    _no_secrets(str(e), c)
+    assert_no_secrets(str(e), tokens=[c.auth.token()])
 
 
 @needs_simulator
@@ -175,7 +169,7 @@ def test_transient_faults_are_retried(sim_client, kind, reason, caplog):
     assert c.stats.requests == 3
     assert sum(sim.stats["faults_injected"].values()) == 2
     assert caplog.text.count("retrying in") == 2 and reason in caplog.text
-    _no_secrets(caplog.text, c, sim.private_key_pem)
+    assert_no_secrets(caplog.text, secrets=[sim.private_key_pem], tokens=[c.auth.token()])
 
 
 @needs_simulator
@@ -245,7 +239,7 @@ def test_bounded_attempts(sim_client, caplog):
     assert "GET /app/installations?limit=1&page=0" in str(e)
     assert "Service Unavailable" in str(e) and "after 3 attempts" in str(e)
     assert sim.stats["requests"] == 3
-    _no_secrets(str(e) + repr(e) + caplog.text, c, sim.private_key_pem)
+    assert_no_secrets(str(e) + repr(e) + caplog.text, secrets=[sim.private_key_pem], tokens=[c.auth.token()])
 
 
 @needs_simulator
@@ -308,7 +302,7 @@ def test_second_401_fails(sim_client, caplog):
     assert e.status == 401 and e.attempts == 2
     assert "too far in the future" in str(e)
     assert sim.stats["requests"] == 2 and c.auth.minted == 2
-    _no_secrets(str(e) + caplog.text, c, sim.private_key_pem)
+    assert_no_secrets(str(e) + caplog.text, secrets=[sim.private_key_pem], tokens=[c.auth.token()])
 
 
 @needs_simulator

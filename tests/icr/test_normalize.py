@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 
@@ -18,55 +17,8 @@ from icr.normalize import (
     canonical_json,
     normalize_records,
 )
+from tests.support.records import DELETE, SAMPLE, SAMPLE_ID, sample
 
-SAMPLE_ID = "88f89df1-0a53-41c5-974d-dd99708b2f9f"
-
-# The sandbox payload from docs (icr-api.md section 4), verbatim.
-SAMPLE = {
-    "id": SAMPLE_ID,
-    "appId": "d23967cc-dd16-452b-8af4-869965745978",
-    "appNameId": "climatetrade-connector",
-    "createdAt": "2024-03-26T08:47:15.356Z",
-    "updatedAt": "2024-03-26T08:47:15.356Z",
-    "permissions": {"organization_info": "VIEW"},
-    "organization": {
-        "id": "e3f779a2-b502-492a-a74c-599723f24c81",
-        "url": "undefined/organizations/e3f779a2-b502-492a-a74c-599723f24c81",
-        "zip": "",
-        "city": "",
-        "logo": "https://…/file.png",
-        "type": "projectDeveloper",
-        "website": "",
-        "fullName": "MyFavouriteProjectDeveloper",
-        "isPublic": True,
-        "createdAt": "2024-03-14T10:38:35.501Z",
-        "updatedAt": "2024-03-14T10:38:35.501Z",
-        "countryCode": "CR",
-        "physicalAddress": "",
-        "registrationNumber": "",
-        "organizationIndustries": None,
-    },
-    "accessTokensUrl": f"undefined/app/installations/{SAMPLE_ID}/accessTokens",
-}
-
-
-def sample(**changes) -> dict:
-    """A deep copy of SAMPLE; keys like "organization.isPublic" reach into organization.
-    A value of DELETE removes the key."""
-    record = copy.deepcopy(SAMPLE)
-    for key, value in changes.items():
-        target = record
-        parts = key.split(".")
-        for part in parts[:-1]:
-            target = target[part]
-        if value is DELETE:
-            del target[parts[-1]]
-        else:
-            target[parts[-1]] = value
-    return record
-
-
-DELETE = object()
 
 
 def one_row(record) -> dict:

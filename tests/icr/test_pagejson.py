@@ -10,7 +10,12 @@ import pytest
 from icr.normalize import BadRecord, normalize_records
 from icr.pagejson import MAX_DEPTH, REJECT_RAW_LIMIT, NotAPage, decode_page, raw_excerpt, split_page
 
-from .conftest import installation
+from tests.support.records import DELETE, make_record
+
+
+def _stub(i: int) -> dict:
+    """Record ``i`` without ``createdAt``: normalize rejects every record of a page of these."""
+    return make_record(i, createdAt=DELETE)
 
 
 def _page(*records: bytes, pagination: bytes = b'{"total":3,"currentPage":0}') -> bytes:
@@ -18,7 +23,7 @@ def _page(*records: bytes, pagination: bytes = b'{"total":3,"currentPage":0}') -
 
 
 def _good(i: int) -> bytes:
-    return json.dumps(installation(i)).encode()
+    return json.dumps(_stub(i)).encode()
 
 
 def _with(i: int, extra: bytes) -> bytes:
@@ -42,10 +47,10 @@ def test_fast_path_returns_what_msgspec_returns():
 def test_a_hostile_record_is_rejected_and_its_neighbours_kept(extra, words):
     body = decode_page(_page(_good(1), _with(2, extra), _good(3)), where="GET /app/installations?limit=3&page=4")
     first, bad, last = body["installations"]
-    assert first == installation(1) and last == installation(3)
+    assert first == _stub(1) and last == _stub(3)
     assert type(bad) is BadRecord
     assert bad.reason.startswith("GET /app/installations?limit=3&page=4: installations[1]: ") and words in bad.reason
-    assert bad.installation_id == installation(2)["id"]
+    assert bad.installation_id == _stub(2)["id"]
     assert body["pagination"] == {"total": 3, "currentPage": 0}
     chunk = normalize_records(body["installations"])  # the stubs lack createdAt: all three rejected
     assert chunk.rejects[1].reason == bad.reason and chunk.rejects[1].installation_id == bad.installation_id
@@ -71,7 +76,7 @@ def test_strings_with_brackets_commas_and_escapes_do_not_confuse_the_scanner():
     tricky = json.dumps({"id": "t", "s": '],{"installations":[}\\"', "x": "[[[["}).encode()
     body = _page(_good(1), tricky, _with(2, b"1e400"))
     spans = split_page(body)
-    assert [json.loads(body[a:b]) for a, b, _, _ in spans.records[:2]] == [installation(1), json.loads(tricky)]
+    assert [json.loads(body[a:b]) for a, b, _, _ in spans.records[:2]] == [_stub(1), json.loads(tricky)]
     assert len(decode_page(body)["installations"]) == 3
 
 
@@ -108,4 +113,4 @@ def test_absurd_envelope_numbers_survive_for_the_envelope_check():
     body = decode_page(_page(_good(1), pagination=b'{"total":1e400,"pageCount":' + b"9" * 5000 + b"}"))
     assert body["pagination"]["total"] == "1e400"
     assert "5000 digits" in body["pagination"]["pageCount"]
-    assert body["installations"] == [installation(1)]
+    assert body["installations"] == [_stub(1)]

@@ -10,7 +10,9 @@ from icr.auth import AppJWT, load_private_key
 from icr.errors import ICRAPIError, ICRSnapshotError
 from icr.paging import InstallationPager, Page, PagingLimits, SeenIds
 
-from .conftest import Reply, installation, needs_simulator, page_body
+from tests.support.records import make_record
+
+from .conftest import Reply, needs_simulator, page_body
 
 
 @pytest.fixture
@@ -177,7 +179,7 @@ def _stub_pager(stub_server, make_client, responder, **kw):
 def test_streaming_fetches_lazily(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     it = iter(pager)
@@ -191,7 +193,7 @@ def test_streaming_fetches_lazily(stub_server, make_client):
 def test_loop_guard(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=100, page=p, page_count=None, next_page=p))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=100, page=p, page_count=None, next_page=p))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     pages = list(pager)
@@ -203,7 +205,7 @@ def test_loop_guard(stub_server, make_client):
 def test_next_page_jump_is_not_followed(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3, next_page=p + 5 if p < 2 else None))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3, next_page=p + 5 if p < 2 else None))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     assert [p.number for p in pager] == [0, 1, 2]
@@ -213,7 +215,7 @@ def test_next_page_jump_is_not_followed(stub_server, make_client):
 def test_page_count_stops(stub_server, make_client):
     def responder(seen):  # always says there is a next page; pageCount says 2
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=4, page=p, page_count=2, next_page=p + 1))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=4, page=p, page_count=2, next_page=p + 1))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     assert [p.number for p in pager] == [0, 1]
@@ -223,7 +225,7 @@ def test_page_count_stops(stub_server, make_client):
 def test_next_page_absent_stops(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3, omit_next=True))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=6, page=p, page_count=3, omit_next=True))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     assert [p.number for p in pager] == [0]
@@ -234,7 +236,7 @@ def test_next_page_absent_stops(stub_server, make_client):
 def test_max_pages_guard(stub_server, make_client):
     def responder(seen):  # an endless API: full pages, nextPage always ahead, no pageCount
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=None, page=p, page_count=None, next_page=p + 1))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=None, page=p, page_count=None, next_page=p + 1))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2, max_pages=5)
     assert len(list(pager)) == 5 and len(srv.requests) == 5
@@ -246,7 +248,7 @@ def test_no_pagination_object_complete_when_loop_ends(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
         n = 2 if p < 2 else 1
-        return Reply(200, {"installations": [installation(p * 2 + i) for i in range(n)]})
+        return Reply(200, {"installations": [make_record(p * 2 + i) for i in range(n)]})
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2)
     pages = list(pager)
@@ -257,9 +259,9 @@ def test_no_pagination_object_complete_when_loop_ends(stub_server, make_client):
 
 def test_dedup_across_pages_and_records_without_id(stub_server, make_client):
     bodies = {
-        0: [installation(1), installation(2), installation(3)],
-        1: [installation(3), {"appId": "no id"}, {"id": 42}, installation(4)],
-        2: [installation(1)],
+        0: [make_record(1), make_record(2), make_record(3)],
+        1: [make_record(3), {"appId": "no id"}, {"id": 42}, make_record(4)],
+        2: [make_record(1)],
     }
 
     def responder(seen):
@@ -358,7 +360,7 @@ def test_long_paging_remints_jwt_before_expiry(make_simulator, make_client):
 ])
 def test_absurd_pagination_numbers_fail_when_the_page_arrives(stub_server, make_client, field, value, shown):
     def responder(seen):
-        body = page_body([installation(1), installation(2)], total=2, page=0, page_count=1)
+        body = page_body([make_record(1), make_record(2)], total=2, page=0, page_count=1)
         body["pagination"][field] = value
         return Reply(200, json.dumps(body).encode())
 
@@ -371,14 +373,14 @@ def test_absurd_pagination_numbers_fail_when_the_page_arrives(stub_server, make_
 
 def test_the_largest_sane_total_is_accepted(stub_server, make_client):
     srv, pager = _stub_pager(stub_server, make_client, lambda s: Reply(200, page_body(
-        [installation(1)], total=2**31 - 1, page=0, page_count=None, next_page=None)), page_size=2)
+        [make_record(1)], total=2**31 - 1, page=0, page_count=None, next_page=None)), page_size=2)
     assert [p.total for p in pager] == [2**31 - 1]
 
 
 def test_full_pages_past_the_announced_total_fail(stub_server, make_client):
     def responder(seen):  # new ids on every page, total stays 4, nextPage always ahead
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(2)], total=4, page=p, page_count=None,
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(2)], total=4, page=p, page_count=None,
                                     next_page=p + 1))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2,
@@ -397,7 +399,7 @@ def test_the_margin_grows_with_the_total(stub_server, make_client):
 def test_full_pages_of_known_ids_fail(stub_server, make_client):
     def responder(seen):  # always the same two installations, nextPage always ahead, no total
         p = int(seen.query["page"])
-        return Reply(200, page_body([installation(1), installation(2)], total=None, page=p, page_count=None,
+        return Reply(200, page_body([make_record(1), make_record(2)], total=None, page=p, page_count=None,
                                     next_page=p + 1))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2, limits=PagingLimits(max_repeat_pages=2))
@@ -410,7 +412,7 @@ def test_full_pages_of_known_ids_fail(stub_server, make_client):
 def test_concurrent_paging_does_not_trust_an_absurd_page_count(stub_server, make_client):
     def responder(seen):
         p = int(seen.query["page"])
-        items = [installation(p * 2 + i) for i in range(2)] if p < 2 else []
+        items = [make_record(p * 2 + i) for i in range(2)] if p < 2 else []
         return Reply(200, page_body(items, total=4, page=p, page_count=2**31 - 1, next_page=p + 1))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=2, concurrency=3,
@@ -427,7 +429,7 @@ def test_limit_too_high_is_retried_once_with_the_api_maximum(stub_server, make_c
             return Reply(400, {"statusCode": 400, "message": ["limit must not be greater than 2"],
                                "error": "Bad Request"})
         n = 2 if p < 2 else 1
-        return Reply(200, page_body([installation(p * 2 + i) for i in range(n)], total=5, page=p, page_count=3))
+        return Reply(200, page_body([make_record(p * 2 + i) for i in range(n)], total=5, page=p, page_count=3))
 
     srv, pager = _stub_pager(stub_server, make_client, responder, page_size=5)
     _, ids = _collect(pager)
@@ -445,11 +447,11 @@ def test_limit_too_high_is_not_retried_twice(stub_server, make_client):
 
 
 def test_a_hostile_record_reaches_the_page_as_a_bad_record(stub_server, make_client):
-    good = json.dumps(installation(1)).encode()
+    good = json.dumps(make_record(1)).encode()
     body = b'{"pagination":{"total":2},"installations":[' + good + b',{"id":"x","n":1e400}]}'
     srv, pager = _stub_pager(stub_server, make_client, lambda s: Reply(200, body), page_size=5)
     (page,) = list(pager)
-    assert page.records[0] == installation(1)
+    assert page.records[0] == make_record(1)
     assert type(page.records[1]).__name__ == "BadRecord" and "page=0" in page.records[1].reason
     assert len(srv.requests) == 1  # not retried: the page was read
 
@@ -467,7 +469,7 @@ def test_fetch_installation_rejects_an_unreadable_answer(stub_server, make_clien
     from icr.normalize import BadRecord, normalize_records
     from icr.paging import fetch_installation
 
-    rec = installation(1)
+    rec = make_record(1)
     body = json.dumps(rec).encode()[:-1] + b',"hostile":' + extra + b"}"
     srv = stub_server(lambda seen: Reply(body=body))
     client = make_client(srv.base_url, max_retries=3)
@@ -482,7 +484,7 @@ def test_fetch_installation_rejects_an_unreadable_answer(stub_server, make_clien
 def test_fetch_installation_reads_a_good_answer_and_retries_a_cut_one(stub_server, make_client):
     from icr.paging import fetch_installation
 
-    rec = installation(2)
+    rec = make_record(2)
     answers = [json.dumps(rec).encode()[:40], json.dumps(rec).encode()]
     srv = stub_server(lambda seen: Reply(body=answers.pop(0)))
     client = make_client(srv.base_url, max_retries=3, backoff_base_s=0.01)

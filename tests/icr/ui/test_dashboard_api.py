@@ -20,7 +20,7 @@ import jwt
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.icr.warehouse.test_reporting import PER_DAY_VIEWS, _day, _records, _sync, view_rows
+from tests.icr.warehouse.test_reporting import PER_DAY_VIEWS, _day, load_four_days, view_rows
 
 pytestmark = pytest.mark.slow
 
@@ -131,12 +131,7 @@ def test_airflow_lists_the_plugin_and_its_navigation_entry(api, token):
 
 
 def test_chart_data_is_what_the_views_hold_as_json_and_csv(api, token, warehouse, monkeypatch):
-    recs = _records()
-    _sync(warehouse, recs, 0)
-    for day in (3, 2, 1):
-        _sync(warehouse, recs, day)
-    changed = [r for r in recs if r is not recs[4]]
-    _sync(warehouse, changed, 0)
+    load_four_days(warehouse, removed=4)
     point_at(monkeypatch, warehouse)
 
     rng = api.get("/icr-dashboard/api/range", headers=auth(token)).json()

@@ -18,14 +18,9 @@ from icr.warehouse import merge as merge_module
 from icr.warehouse.migrations import apply_migrations, available
 from icr.warehouse.runlog import RunContext, get_run
 from icr.warehouse.staging import Staging
-from tests.icr.warehouse.helpers import (
-    StaticHook,
-    make_record,
-    permission_mismatches,
-    run_rows,
-    scalar,
-    table_fingerprint,
-)
+from tests.icr.warehouse.helpers import StaticHook, permission_mismatches, scalar
+from tests.support.records import make_record
+from tests.support.warehouse import run_rows, table_fingerprint
 
 _runs = count(1)
 
@@ -154,7 +149,7 @@ def test_mass_removal_fails_before_writing_unless_accepted(warehouse):
     with pytest.raises(MassRemovalError, match=r"30 of 50 active installations .*accept_mass_removal=true"):
         sync(warehouse, records[:20])
     assert table_fingerprint(warehouse) == before
-    failed = [r for r in run_rows(warehouse).values() if r["status"] == "failed"]
+    failed = [r for r in run_rows(warehouse) if r["status"] == "failed"]
     assert len(failed) == 1 and "accept_mass_removal" in failed[0]["error"]
     run, result = sync(warehouse, records[:20], SyncSettings(accept_mass_removal=True))
     assert result["removed"] == 30 and len(active_ids(warehouse)) == 20
@@ -232,7 +227,7 @@ def test_daily_snapshots_for_past_dates_reuse_one_snapshot(warehouse):
         day = (today - timedelta(days=days_back)).date()
         expected = sum(1 for r in records if pd.Timestamp(r["createdAt"]).date() <= day)
         assert by_day[day.isoformat()] == expected
-    sources = sorted(r["snapshot_source"] for r in run_rows(warehouse).values())
+    sources = sorted(r["snapshot_source"] for r in run_rows(warehouse))
     assert sources == ["api", "reused", "reused"]
     # Rerunning a day gives the same result (same installations; only the writing run differs).
     def daily_rows() -> list[tuple]:

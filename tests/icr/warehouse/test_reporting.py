@@ -70,7 +70,7 @@ def _day(n: int) -> str:
 
 def _records():
     """0-9 created long ago, 10 and 11 two days ago at noon, 12 yesterday at noon."""
-    from tests.icr.warehouse.helpers import make_record
+    from tests.support.records import make_record
 
     recs = [make_record(i) for i in range(10)]
     recs += [make_record(i, created=TODAY - timedelta(days=2, hours=-12)) for i in (10, 11)]
@@ -83,6 +83,16 @@ def _sync(warehouse, records, day: int) -> None:
 
     when = datetime.now(timezone.utc) - timedelta(days=day)
     run_sync(warehouse, StaticHook(records), RunContext(f"run_{day}_{datetime.now().timestamp()}", when, "t"))
+
+
+def load_four_days(warehouse, removed: int) -> None:
+    """Today's run, a backfill of the three days before (oldest last), then today's run again
+    after ICR dropped record ``removed``."""
+    recs = _records()
+    _sync(warehouse, recs, 0)
+    for day in (3, 2, 1):
+        _sync(warehouse, recs, day)
+    _sync(warehouse, [r for r in recs if r is not recs[removed]], 0)
 
 
 def view_rows(warehouse, view: str) -> list[tuple]:
@@ -152,12 +162,7 @@ def test_migration_0005_fills_the_aggregates_of_dates_loaded_before_it(warehouse
     """A warehouse of the previous release: its dates get the same numbers the load writes."""
     from icr.warehouse.migrations import apply_migrations, available, split_statements
 
-    recs = _records()
-    _sync(warehouse, recs, 0)
-    for day in (3, 2, 1):
-        _sync(warehouse, recs, day)
-    changed = [r for r in recs if r is not recs[5]]
-    _sync(warehouse, changed, 0)
+    load_four_days(warehouse, removed=5)
     written_by_the_load = {view: view_rows(warehouse, view) for view in PER_DAY_VIEWS}
 
     # Back to the schema before 0005: drop what 0005/0006 made, restore 0002's view and 0003's summary.

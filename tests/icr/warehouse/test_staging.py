@@ -9,7 +9,8 @@ import pytest
 from icr.normalize import normalize_records
 from icr.warehouse.migrations import apply_migrations
 from icr.warehouse.staging import Staging
-from tests.icr.warehouse.helpers import make_record, scalar
+from tests.icr.warehouse.helpers import scalar
+from tests.support.records import make_record
 
 
 def _staging(warehouse, run_id: str) -> Staging:

@@ -55,7 +55,7 @@ def test_installations_through_the_hook(sim_conn, caplog):
     assert set(ids) == sim.truth_ids() and pager.report.complete
     assert client.stats.requests == 4
     assert hook.installations(page_size=500, concurrency=1).page_size == 500
-    assert ICRHook(page_size=125).installations().page_size == 125
+    assert hook.installations(page_size=125).page_size == 125 and hook.installations().page_size == 250
     assert pem_body(sim.private_key_pem) not in caplog.text
     assert client.auth.token() not in caplog.text
     assert client.auth.token() not in repr(hook) + repr(client) + repr(pager)

@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 
 from icr import provider
 from icr.auth import FIELD_KEY, FIELD_KEY_PATH, AppJWT, load_private_key, validate_app_id
@@ -75,15 +75,15 @@ class ICRConnectionSettings:
     allow_insecure_http: bool
 
     @classmethod
-    def from_connection(cls, conn: Any) -> ICRConnectionSettings:
-        conn_id = getattr(conn, "conn_id", None)
+    def from_connection(cls, conn: Connection) -> ICRConnectionSettings:
+        conn_id = conn.conn_id
         extras = _extras(conn)
         unknown = sorted(k for k in extras if k not in EXTRA_FIELDS_BY_NAME)
         if unknown:
             log.warning("ICR connection %r: ignoring unknown extra field(s) %s", conn_id, ", ".join(unknown))
         allow_http = read_extra(extras, "allow_insecure_http", conn_id)
         base_url = _base_url(conn, allow_http, conn_id)
-        app_id = validate_app_id(getattr(conn, "login", None), conn_id=conn_id)
+        app_id = validate_app_id(conn.login, conn_id=conn_id)
         values = {f.setting: _read(extras, f, conn_id) for f in EXTRA_FIELDS if f.kind != "secret"}
         _check_page_size_extras(values["page_size"], values["max_page_size"], conn_id)
         return cls(conn_id=conn_id, base_url=base_url, app_id=app_id, **values)
@@ -243,13 +243,13 @@ def check_page_size(page_size: int, settings: ICRConnectionSettings, source: str
         )
 
 
-def _extras(conn: Any) -> dict[str, Any]:
+def _extras(conn: Connection) -> dict[str, Any]:
     try:
         raw = conn.extra_dejson
     except Exception:
-        raise ICRConfigError("extra", "is not valid JSON", getattr(conn, "conn_id", None)) from None
+        raise ICRConfigError("extra", "is not valid JSON", conn.conn_id) from None
     if not isinstance(raw, dict):
-        raise ICRConfigError("extra", "must be a JSON object", getattr(conn, "conn_id", None))
+        raise ICRConfigError("extra", "must be a JSON object", conn.conn_id)
     out: dict[str, Any] = {}
     prefix = "extra__icr__"
     for k, v in raw.items():
@@ -260,14 +260,14 @@ def _extras(conn: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None and v != ""}
 
 
-def _key_source(conn: Any, settings: ICRConnectionSettings) -> tuple[str | None, str | None, str]:
+def _key_source(conn: Connection, settings: ICRConnectionSettings) -> tuple[str | None, str | None, str]:
     """``(pem, path, description)``: exactly one of pem/path is set, the one extra.key_source picks.
 
     Without extra.key_source: the PEM when one is stored, else the file (when neither is there,
     :func:`~icr.auth.load_private_key` says both are missing).
     """
     conn_id = settings.conn_id
-    pem = getattr(conn, "password", None) or None
+    pem = conn.password or None
     if isinstance(pem, str) and not pem.strip():
         pem = None
     path = settings.private_key_path
@@ -310,12 +310,12 @@ def _refuse_mask(value: Any, field: str, conn_id: str | None) -> None:
         )
 
 
-def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
-    host = (getattr(conn, "host", None) or "").strip()
+def _base_url(conn: Connection, allow_http: bool, conn_id: str | None) -> str:
+    host = (conn.host or "").strip()
     if not host:
         return DEFAULT_BASE_URL
     if "://" not in host:
-        schema = (getattr(conn, "schema", None) or "").strip().lower()
+        schema = (conn.schema or "").strip().lower()
         if schema not in ("http", "https"):
             raise ICRConfigError(
                 FIELD_HOST,
@@ -323,7 +323,7 @@ def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
                 "(in a connection URI, give the scheme as the path: icr://...@host/https)",
                 conn_id,
             )
-        port = getattr(conn, "port", None)
+        port = conn.port
         host = f"{schema}://{host}" + (f":{port}" if port and ":" not in host.split("]")[-1] else "")
     return normalize_base_url(host, allow_insecure_http=allow_http, conn_id=conn_id)
 

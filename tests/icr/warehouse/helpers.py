@@ -22,7 +22,7 @@ BASE = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 
 
 def make_record(i: int, *, created: datetime | None = None, **overrides: Any) -> dict[str, Any]:
-    """A record shaped like ICR's sandbox payload (icr-api.md section 4)."""
+    """A record shaped like the sandbox installation payload ICR documents (API > Apps)."""
     iid = str(uuid.UUID(int=(0xA5 << 120) | i))
     org = str(uuid.UUID(int=(0x5A << 120) | i))
     created = created or (BASE - timedelta(days=400) + timedelta(hours=i))

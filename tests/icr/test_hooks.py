@@ -101,6 +101,23 @@ def test_key_from_file_with_passphrase(simulator, set_icr_conn, tmp_path):
     assert PASSPHRASE not in message
 
 
+def test_settings_are_derived_from_the_form_table():
+    """One table: every non-secret extra of the form is a setting, and an absent extra means the
+    default the form shows."""
+    import dataclasses
+
+    from icr.hooks import ICRConnectionSettings, read_extra
+    from icr.provider import CONN_FIELDS, EXTRA_FIELDS
+
+    attrs = {f.name for f in dataclasses.fields(ICRConnectionSettings)}
+    assert attrs == {"conn_id", "base_url", "app_id"} | {f.setting for f in EXTRA_FIELDS if f.kind != "secret"}
+    for name, field in CONN_FIELDS.items():
+        assert read_extra({}, name, None) == field["schema"].get("default"), name
+        if "minimum" in field["schema"] and field["schema"]["type"][0] == "integer":
+            with pytest.raises(ICRConfigError, match=f"extra.{name}: must be at least"):
+                read_extra({name: field["schema"]["minimum"] - 1}, name, None)
+
+
 # --------------------------------------------------------------------------- bad connections
 
 

@@ -12,8 +12,8 @@ Connection fields (the form itself comes from :mod:`icr.provider`):
   ``"file"`` with ``extra.private_key_path`` even when a PEM is still stored (Airflow keeps a stored
   password when the form submits the field empty or masked). Absent: the PEM when one is stored,
   else the file. Test and the task log name the key in use (source and fingerprint, never the key).
-* extras: ``key_source``, ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
-  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
+* extras (declared once, with their defaults, in :data:`icr.provider.EXTRA_FIELDS`): ``key_source``,
+  ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``, ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
   ``max_page_size`` (page sizes above it are refused before any request), ``retry_budget``
   (seconds a request keeps retrying transient failures).
   Strings such as ``"10"`` or ``"true"`` are accepted; anything else is an ``ICRConfigError``

@@ -25,8 +25,14 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from icr.assets import ICR_INSTALLATIONS_ASSET
 from icr.errors import ICRConfigError, is_permanent
+from icr.defaults import (
+    DEFAULT_MAX_PAGE_SIZE,
+    DEFAULT_MAX_REJECT_SHARE,
+    DEFAULT_MAX_REMOVAL_SHARE,
+    DEFAULT_REUSE_SNAPSHOT_MAX_AGE_HOURS,
+    DEFAULT_RUN_TIMEOUT_HOURS,
+)
 from icr.hooks import ICRHook
-from icr.provider import DEFAULT_MAX_PAGE_SIZE
 from icr.sync import SyncSettings, cleanup, extract, fail, load, migrate, verify
 from icr.warehouse.engine import DEFAULT_CONN_ID as WAREHOUSE_CONN_ID
 from icr.warehouse.engine import Warehouse
@@ -38,7 +44,7 @@ DAG_ID = "icr_installations_sync"
 ICR_CONN_ID = "icr_default"
 # The nightly time is a setting: a cron expression in UTC.
 SCHEDULE_CRON = os.environ.get("ICR_SYNC_SCHEDULE", "0 2 * * *")
-RUN_TIMEOUT = timedelta(hours=float(os.environ.get("ICR_SYNC_TIMEOUT_HOURS", "3")))
+RUN_TIMEOUT = timedelta(hours=float(os.environ.get("ICR_SYNC_TIMEOUT_HOURS", DEFAULT_RUN_TIMEOUT_HOURS)))
 RETRIES = int(os.environ.get("ICR_SYNC_RETRIES", "2"))
 # The first retry waits 1-2x this, each further one twice as long (at most 20 minutes).
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("ICR_SYNC_RETRY_DELAY_SECONDS", "120")))
@@ -159,11 +165,11 @@ def _on_task_failure(context: Any) -> None:
         "accept_mass_removal": Param(False, type="boolean", title="Accept a mass removal",
                                      description="Confirm that a large drop in installations is real "
                                                  "(otherwise the run fails before writing)."),
-        "max_removal_share": Param(0.5, type="number", title="Max removal share",
+        "max_removal_share": Param(DEFAULT_MAX_REMOVAL_SHARE, type="number", title="Max removal share",
                                    description="Largest share of active installations one run may mark removed "
                                                f"({_range_text('max_removal_share')}).",
                                    **_range_schema("max_removal_share")),
-        "max_reject_share": Param(0.05, type="number", title="Max reject share",
+        "max_reject_share": Param(DEFAULT_MAX_REJECT_SHARE, type="number", title="Max reject share",
                                   description="Largest share of records that may fail validation "
                                               f"({_range_text('max_reject_share')}).",
                                   **_range_schema("max_reject_share")),
@@ -175,7 +181,7 @@ def _on_task_failure(context: Any) -> None:
                              description="Concurrent page fetches, "
                                          f"{_range_text('concurrency')}; empty: the connection's concurrency.",
                              **_range_schema("concurrency")),
-        "reuse_snapshot_max_age_hours": Param(6, type="number", title="Reuse snapshots up to (hours)",
+        "reuse_snapshot_max_age_hours": Param(DEFAULT_REUSE_SNAPSHOT_MAX_AGE_HOURS, type="number", title="Reuse snapshots up to (hours)",
                                               description="A run for a past date reuses a complete snapshot "
                                                           "this recent instead of reading the API again "
                                                           f"({_range_text('reuse_snapshot_max_age_hours')}).",
@@ -195,7 +201,7 @@ def icr_installations_sync() -> None:
         """Fetch every page, normalize in chunks, stream into this run's staging tables."""
         context = get_current_context()
         settings = _settings(context)
-        hook = ICRHook(icr_conn_id=ICR_CONN_ID, page_size=settings.page_size, concurrency=settings.concurrency)
+        hook = ICRHook(icr_conn_id=ICR_CONN_ID)  # extract passes the run's page_size and concurrency on
         return extract(Warehouse.from_airflow(WAREHOUSE_CONN_ID), hook, _run_context(context), settings)
 
     @task

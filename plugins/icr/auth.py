@@ -153,14 +153,33 @@ def load_private_key(
     PEM with ``passphrase``. Every failure is one ``ICRConfigError`` naming the connection
     field; no message contains key material or the passphrase.
     """
-    field = FIELD_KEY
     if passphrase is not None and not isinstance(passphrase, str):
         passphrase = str(passphrase)
     if passphrase == "":
         passphrase = None
     if passphrase:
         mask(passphrase)
+    text, field = _key_text(pem, path, conn_id)
+    match = _private_key_block(text, field, conn_id)
+    key = _deserialize(match, passphrase, field, conn_id)
+    if not isinstance(key, RSAPrivateKey):
+        kind = type(key).__name__.lstrip("_").replace("PrivateKey", "") or "non-RSA"
+        raise ICRConfigError(
+            field, f"is a {kind} key; ICR app JWTs are RS256 and need an RSA private key", conn_id
+        )
+    if key.key_size < MIN_RSA_BITS:
+        raise ICRConfigError(
+            field,
+            f"RSA key is {key.key_size} bits; at least {MIN_RSA_BITS} are required "
+            "(is this the key ICR generated for the app?)",
+            conn_id,
+        )
+    return key
 
+
+def _key_text(pem: str | bytes | None, path: str | None, conn_id: str | None) -> tuple[str, str]:
+    """``(normalized PEM text, the field it came from)``: the PEM when given, else the file."""
+    field = FIELD_KEY
     if isinstance(pem, bytes):
         try:
             pem = pem.decode("utf-8")
@@ -186,7 +205,11 @@ def load_private_key(
     _mask_pem(pem)
     text = normalize_pem(pem)
     _mask_pem(text)
+    return text, field
 
+
+def _private_key_block(text: str, field: str, conn_id: str | None) -> re.Match[str]:
+    """The PEM block of a private key in ``text``, or an error saying what the text is instead."""
     match = _PEM_RE.search(text)
     if not match:
         raise ICRConfigError(
@@ -206,6 +229,12 @@ def load_private_key(
             "'ssh-keygen -p -m PEM -f KEYFILE')",
             conn_id,
         )
+    return match
+
+
+def _deserialize(match: re.Match[str], passphrase: str | None, field: str, conn_id: str | None) -> Any:
+    """The key object of the PEM block, decrypted with ``passphrase`` when it is encrypted."""
+    label = match.group(1)
     encrypted = label == "ENCRYPTED PRIVATE KEY" or "Proc-Type: 4,ENCRYPTED" in match.group(2)
     if encrypted and not passphrase:
         raise ICRConfigError(
@@ -218,7 +247,7 @@ def load_private_key(
         log.warning("extra.private_key_passphrase is set but the ICR private key is not encrypted; ignoring it")
 
     try:
-        key = serialization.load_pem_private_key(match.group(0).encode("ascii", "replace"), password=password)
+        return serialization.load_pem_private_key(match.group(0).encode("ascii", "replace"), password=password)
     except (ValueError, TypeError) as exc:
         if encrypted:
             raise ICRConfigError(
@@ -232,20 +261,6 @@ def load_private_key(
         ) from None
     except Exception as exc:  # unsupported algorithm etc.
         raise ICRConfigError(field, f"could not load the private key ({type(exc).__name__})", conn_id) from None
-
-    if not isinstance(key, RSAPrivateKey):
-        kind = type(key).__name__.lstrip("_").replace("PrivateKey", "") or "non-RSA"
-        raise ICRConfigError(
-            field, f"is a {kind} key; ICR app JWTs are RS256 and need an RSA private key", conn_id
-        )
-    if key.key_size < MIN_RSA_BITS:
-        raise ICRConfigError(
-            field,
-            f"RSA key is {key.key_size} bits; at least {MIN_RSA_BITS} are required "
-            "(is this the key ICR generated for the app?)",
-            conn_id,
-        )
-    return key
 
 
 def _read_key_file(path: str, conn_id: str | None) -> str:

@@ -1,6 +1,7 @@
 """HTTP client for the ICR Apps API: session, retry policy, error mapping, shared rate gate.
 
-Retry policy (ICR documents no rate limits, see docs/icr-api §5 — all [Assumed]/[GitHub]):
+Retry policy (ICR's documentation, documentation.carbonregistry.com "API > Apps", states no rate
+limits: what follows is GitHub Apps' behaviour and our assumptions):
 
 * transient → retried with tenacity: 429, 500, 502, 503, 504, GitHub-style ``403`` with
   ``x-ratelimit-remaining: 0``, connect/read timeouts, connection resets / truncated bodies,
@@ -38,9 +39,9 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -53,27 +54,26 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from icr import __version__
-from icr.auth import AppJWT, mask
+from icr.auth import AppJWT
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
-from icr.provider import (
+from icr.defaults import (
     DEFAULT_API_VERSION,
+    DEFAULT_BACKOFF_BASE_S,
+    DEFAULT_BACKOFF_MAX_S,
+    DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_WAIT_S,
+    DEFAULT_POOL_SIZE,
     DEFAULT_RETRY_BUDGET_S,
+    DEFAULT_TIMEOUT_S,
 )
 from icr.redact import redact
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.carbonregistry.com"
 USER_AGENT = f"icr-installations-sync/{__version__} (+Apache Airflow provider; python-requests/{requests.__version__})"
 FIELD_HOST = "host (API base URL)"
-
-#: [ICR] installation/app access tokens live 2 hours; refresh 5 minutes before ``expiresAt``.
-ACCESS_TOKEN_REFRESH_MARGIN_S = 300.0
-#: used when ``expiresAt`` is missing or unparseable: half of ICR's documented 2 hours.
-ACCESS_TOKEN_FALLBACK_TTL_S = 3600.0
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: statuses whose wait should pause every thread (they say "too much traffic").
@@ -211,7 +211,6 @@ class ClientStats:
         self.retries = 0
         self.retries_by_reason: Counter[str] = Counter()
         self.tokens_minted = 0
-        self.access_tokens_fetched = 0
         self.wait_seconds = 0.0
         self.gate_waits = 0
         self.gate_wait_seconds = 0.0
@@ -236,10 +235,6 @@ class ClientStats:
         with self._lock:
             self.tokens_minted = value
 
-    def count_access_token(self) -> None:
-        with self._lock:
-            self.access_tokens_fetched += 1
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -247,7 +242,6 @@ class ClientStats:
                 "retries": self.retries,
                 "retries_by_reason": dict(self.retries_by_reason),
                 "tokens_minted": self.tokens_minted,
-                "access_tokens_fetched": self.access_tokens_fetched,
                 "wait_seconds": round(self.wait_seconds, 3),
                 "gate_waits": self.gate_waits,
                 "gate_wait_seconds": round(self.gate_wait_seconds, 3),
@@ -404,7 +398,6 @@ class _Call:
     path: str
     display: str
     params: dict[str, Any] | None
-    json_body: Any
     ok: tuple[int, ...]
     decode: Callable[[bytes], Any] | None = None
 
@@ -421,18 +414,17 @@ class ICRClient:
         auth: AppJWT,
         *,
         api_version: str = DEFAULT_API_VERSION,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_retry_wait_s: float = DEFAULT_MAX_RETRY_WAIT_S,
         retry_budget_s: float = DEFAULT_RETRY_BUDGET_S,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 15.0,
+        backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
+        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         allow_insecure_http: bool = False,
-        pool_size: int = 10,
+        pool_size: int = DEFAULT_POOL_SIZE,
         session: requests.Session | None = None,
         gate: RateGate | None = None,
-        clock: Callable[[], float] = time.time,
         conn_id: str | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url, allow_insecure_http=allow_insecure_http, conn_id=conn_id)
@@ -451,11 +443,7 @@ class ICRClient:
         self.pool_size = max(1, int(pool_size))
         self.gate = gate or RateGate()
         self.stats = ClientStats()
-        self._clock = clock
         self._session = session or self._new_session()
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._token_locks: dict[str, threading.Lock] = {}
-        self._tokens_lock = threading.Lock()
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
@@ -502,10 +490,6 @@ class ICRClient:
         "not JSON" (retried as transient), any other exception propagates at once."""
         return self._request("GET", path, params=params, ok=(200,), decode=decode)
 
-    def post_json(self, path: str, json: Any = None, ok: Iterable[int] = (200, 201)) -> Any:
-        """POST a JSON body and return the decoded JSON answer."""
-        return self._request("POST", path, json_body=json, ok=tuple(ok))
-
     def get_installation(
         self, installation_id: str, *, decode: Callable[[bytes], Any] | None = None
     ) -> Any:
@@ -518,33 +502,6 @@ class ICRClient:
             raise ICRAPIError(200, "GET", f"/app/installations/{installation_id}", "answer is not a JSON object")
         return body
 
-    def get_installation_token(self, installation_id: str) -> str:
-        """An installation access token (``crs_…``), cached until 5 minutes before ``expiresAt``."""
-        return self._access_token(f"installation:{installation_id}", f"/app/installations/{installation_id}/accessTokens")
-
-    def get_app_token(self) -> str:
-        """An app access token for public resources (``/projects``), cached like installation tokens."""
-        return self._access_token("app", "/app/accessTokens")
-
-    # ------------------------------------------------------------------ access tokens
-
-    def _access_token(self, cache_key: str, path: str) -> str:
-        with self._tokens_lock:
-            lock = self._token_locks.setdefault(cache_key, threading.Lock())
-        with lock:  # per key: one fetch per installation, different installations in parallel
-            cached = self._tokens.get(cache_key)
-            if cached and self._clock() < cached[1] - ACCESS_TOKEN_REFRESH_MARGIN_S:
-                return cached[0]
-            body = self.post_json(path, ok=(200, 201))
-            token = body.get("token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise ICRAPIError(200, "POST", path, "answer has no 'token' field")
-            mask(token)
-            expires_at = _parse_expiry(body.get("expiresAt"), now=self._clock())
-            self._tokens[cache_key] = (token, expires_at)
-            self.stats.count_access_token()
-            return token
-
     # ------------------------------------------------------------------ request machinery
 
     def _request(
@@ -553,13 +510,12 @@ class ICRClient:
         path: str,
         *,
         params: dict[str, Any] | None = None,
-        json_body: Any = None,
         ok: tuple[int, ...] = (200,),
         decode: Callable[[bytes], Any] | None = None,
     ) -> Any:
         if not path.startswith("/"):
             path = "/" + path
-        call = _Call(method, path, _display_path(path, params), params, json_body, ok, decode)
+        call = _Call(method, path, _display_path(path, params), params, ok, decode)
         try:
             return self._with_retries(call)
         except _Unauthorized as first:
@@ -605,7 +561,6 @@ class ICRClient:
                 call.method,
                 self.base_url + call.path,
                 params=call.params,
-                json=call.json_body,
                 headers=headers,
                 timeout=self.timeout,
                 stream=True,
@@ -798,16 +753,3 @@ class ICRClient:
 
         return give_up
 
-
-def _parse_expiry(value: Any, *, now: float) -> float:
-    """``expiresAt`` (ISO-8601, ``Z``) → epoch seconds; unknown → a conservative default."""
-    if isinstance(value, str) and value:
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            return when.timestamp()
-        except ValueError:
-            pass
-    log.warning("ICR access token has no usable expiresAt (%r); assuming it lives %ds", value, ACCESS_TOKEN_FALLBACK_TTL_S)
-    return now + ACCESS_TOKEN_FALLBACK_TTL_S

@@ -12,8 +12,8 @@ Connection fields (the form itself comes from :mod:`icr.provider`):
   ``"file"`` with ``extra.private_key_path`` even when a PEM is still stored (Airflow keeps a stored
   password when the form submits the field empty or masked). Absent: the PEM when one is stored,
   else the file. Test and the task log name the key in use (source and fingerprint, never the key).
-* extras: ``key_source``, ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``,
-  ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
+* extras (declared once, with their defaults, in :data:`icr.provider.EXTRA_FIELDS`): ``key_source``,
+  ``private_key_path``, ``private_key_passphrase``, ``api_version``, ``page_size``, ``concurrency``, ``timeout``, ``max_retries``, ``max_retry_wait``, ``allow_insecure_http``,
   ``max_page_size`` (page sizes above it are refused before any request), ``retry_budget``
   (seconds a request keeps retrying transient failures).
   Strings such as ``"10"`` or ``"true"`` are accepted; anything else is an ``ICRConfigError``
@@ -26,20 +26,23 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 
 from icr import provider
 from icr.auth import FIELD_KEY, FIELD_KEY_PATH, AppJWT, load_private_key, validate_app_id
-from icr.client import DEFAULT_BASE_URL, FIELD_HOST, ICRClient, normalize_base_url
+from icr.client import FIELD_HOST, ICRClient, normalize_base_url
+from icr.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_POOL_SIZE,
+    TEST_MAX_RETRIES,
+    TEST_MAX_RETRY_WAIT_S,
+    TEST_TIMEOUT_S,
+)
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
 from icr.paging import InstallationPager
+from icr.provider import EXTRA_FIELDS, EXTRA_FIELDS_BY_NAME, ExtraField
 
 log = logging.getLogger(__name__)
-
-#: test_connection() must answer the UI quickly: few attempts and a short total wait.
-TEST_MAX_RETRIES = 2
-TEST_MAX_RETRY_WAIT_S = 5.0
-TEST_TIMEOUT_S = 15.0
 
 #: Airflow's UI shows stored secrets as this; it must never be taken for a key, path or passphrase.
 UI_MASK = "***"
@@ -51,47 +54,39 @@ _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 @dataclass(frozen=True)
 class ICRConnectionSettings:
-    """What an ``icr`` connection says, parsed and validated (no secrets in its repr)."""
+    """What an ``icr`` connection says, parsed and validated (no secrets in its repr).
+
+    One attribute per non-secret extra of :data:`icr.provider.EXTRA_FIELDS` (its ``setting``
+    name), plus the standard fields."""
 
     conn_id: str | None
     base_url: str
     app_id: str
+    key_source: str | None
+    private_key_path: str | None
     api_version: str
     page_size: int
+    max_page_size: int
     concurrency: int
     timeout: float
     max_retries: int
     max_retry_wait_s: float
+    retry_budget_s: float
     allow_insecure_http: bool
-    private_key_path: str | None
-    max_page_size: int = provider.DEFAULT_MAX_PAGE_SIZE
-    retry_budget_s: float = provider.DEFAULT_RETRY_BUDGET_S
-    key_source: str | None = None
 
     @classmethod
-    def from_connection(cls, conn: Any) -> ICRConnectionSettings:
-        conn_id = getattr(conn, "conn_id", None)
+    def from_connection(cls, conn: Connection) -> ICRConnectionSettings:
+        conn_id = conn.conn_id
         extras = _extras(conn)
-        known = set(provider.CONN_FIELDS)
-        unknown = sorted(k for k in extras if k not in known)
+        unknown = sorted(k for k in extras if k not in EXTRA_FIELDS_BY_NAME)
         if unknown:
             log.warning("ICR connection %r: ignoring unknown extra field(s) %s", conn_id, ", ".join(unknown))
-        allow_http = _bool(extras, "allow_insecure_http", False, conn_id)
-        return cls(
-            conn_id=conn_id,
-            base_url=_base_url(conn, allow_http, conn_id),
-            app_id=validate_app_id(getattr(conn, "login", None), conn_id=conn_id),
-            api_version=_str(extras, "api_version", provider.DEFAULT_API_VERSION, conn_id),
-            page_size=_int(extras, "page_size", provider.DEFAULT_PAGE_SIZE, conn_id, minimum=1),
-            concurrency=_int(extras, "concurrency", provider.DEFAULT_CONCURRENCY, conn_id, minimum=1),
-            timeout=_float(extras, "timeout", provider.DEFAULT_TIMEOUT_S, conn_id, positive=True),
-            max_retries=_int(extras, "max_retries", provider.DEFAULT_MAX_RETRIES, conn_id, minimum=1),
-            max_retry_wait_s=_float(extras, "max_retry_wait", provider.DEFAULT_MAX_RETRY_WAIT_S, conn_id),
-            allow_insecure_http=allow_http,
-            private_key_path=_str(extras, "private_key_path", None, conn_id),
-            **_paging_and_retry_extras(extras, conn_id),
-            key_source=_choice(extras, "key_source", provider.KEY_SOURCES, conn_id),
-        )
+        allow_http = read_extra(extras, "allow_insecure_http", conn_id)
+        base_url = _base_url(conn, allow_http, conn_id)
+        app_id = validate_app_id(conn.login, conn_id=conn_id)
+        values = {f.setting: _read(extras, f, conn_id) for f in EXTRA_FIELDS if f.kind != "secret"}
+        _check_page_size_extras(values["page_size"], values["max_page_size"], conn_id)
+        return cls(conn_id=conn_id, base_url=base_url, app_id=app_id, **values)
 
 
 class ICRHook(BaseHook):
@@ -102,18 +97,9 @@ class ICRHook(BaseHook):
     conn_type = "icr"
     hook_name = "ICR App"
 
-    def __init__(
-        self,
-        icr_conn_id: str = default_conn_name,
-        *,
-        page_size: int | None = None,
-        concurrency: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, icr_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.icr_conn_id = icr_conn_id
-        self.page_size = page_size
-        self.concurrency = concurrency
         self._client: ICRClient | None = None
         self._settings: ICRConnectionSettings | None = None
         #: Which key the client signs with, e.g. "file /path/key.pem" (set when the client is built).
@@ -148,13 +134,12 @@ class ICRHook(BaseHook):
         self._settings = settings
         extras = _extras(conn)
         pem, path, description = _key_source(conn, settings)
-        passphrase = _str(extras, "private_key_passphrase", None, settings.conn_id)
+        passphrase = read_extra(extras, "private_key_passphrase", settings.conn_id)
         _refuse_mask(passphrase, "extra.private_key_passphrase", settings.conn_id)
         key = load_private_key(pem, path=path, passphrase=passphrase, conn_id=settings.conn_id)
         auth = AppJWT(settings.app_id, key, conn_id=settings.conn_id)
         self.key_description = description
         log.info("ICR connection %r: key: %s, fingerprint %s", settings.conn_id, description, auth.fingerprint)
-        concurrency = self.concurrency or settings.concurrency
         kwargs: dict[str, Any] = {
             "api_version": settings.api_version,
             "timeout": settings.timeout,
@@ -162,7 +147,7 @@ class ICRHook(BaseHook):
             "max_retry_wait_s": settings.max_retry_wait_s,
             "retry_budget_s": settings.retry_budget_s,
             "allow_insecure_http": settings.allow_insecure_http,
-            "pool_size": max(10, concurrency),
+            "pool_size": max(DEFAULT_POOL_SIZE, settings.concurrency),
             "conn_id": settings.conn_id,
         }
         kwargs.update(overrides)
@@ -175,16 +160,13 @@ class ICRHook(BaseHook):
         return self._client
 
     def installations(self, page_size: int | None = None, concurrency: int | None = None) -> InstallationPager:
-        """A pager over ``GET /app/installations``; arguments beat hook arguments beat extras."""
+        """A pager over ``GET /app/installations``: the run's page size and concurrency (the
+        arguments), else the connection's extras."""
         client = self.get_conn()
         settings = self.settings
-        size = page_size or self.page_size or settings.page_size
-        check_page_size(size, settings, "the run's page_size" if page_size or self.page_size else None)
-        return InstallationPager(
-            client,
-            page_size=size,
-            concurrency=concurrency or self.concurrency or settings.concurrency,
-        )
+        size = page_size or settings.page_size
+        check_page_size(size, settings, "the run's page_size" if page_size else None)
+        return InstallationPager(client, page_size=size, concurrency=concurrency or settings.concurrency)
 
     # ------------------------------------------------------------------ test button
 
@@ -223,17 +205,30 @@ class ICRHook(BaseHook):
 # --------------------------------------------------------------------------- parsing helpers
 
 
-def _paging_and_retry_extras(extras: dict[str, Any], conn_id: str | None) -> dict[str, Any]:
-    """``max_page_size`` (checked against ``page_size``) and ``retry_budget``."""
-    max_page_size = _int(extras, "max_page_size", provider.DEFAULT_MAX_PAGE_SIZE, conn_id, minimum=1)
-    page_size = _int(extras, "page_size", provider.DEFAULT_PAGE_SIZE, conn_id, minimum=1)
+def read_extra(extras: dict[str, Any], name: str, conn_id: str | None) -> Any:
+    """The extra ``name`` parsed as :data:`icr.provider.EXTRA_FIELDS` declares it (its default
+    when absent); anything else is an ``ICRConfigError`` naming ``extra.<name>``."""
+    return _read(extras, EXTRA_FIELDS_BY_NAME[name], conn_id)
+
+
+def _read(extras: dict[str, Any], f: ExtraField, conn_id: str | None) -> Any:
+    if f.kind in ("text", "secret"):
+        return _str(extras, f.name, f.default, conn_id)
+    if f.kind == "choice":
+        return _choice(extras, f.name, f.choices, conn_id)
+    if f.kind == "int":
+        return _int(extras, f.name, f.default, conn_id, minimum=f.minimum or 0)
+    if f.kind == "seconds":
+        return _float(extras, f.name, f.default, conn_id, positive=f.above_zero)
+    if f.kind == "bool":
+        return _bool(extras, f.name, f.default, conn_id)
+    raise AssertionError(f"extra {f.name}: unknown kind {f.kind!r}")
+
+
+def _check_page_size_extras(page_size: int, max_page_size: int, conn_id: str | None) -> None:
     if page_size > max_page_size:
         raise ICRConfigError(_field("page_size"), f"{page_size} is above extra.max_page_size ({max_page_size}); "
                              f"use a page size of at most {max_page_size}", conn_id)
-    return {
-        "max_page_size": max_page_size,
-        "retry_budget_s": _float(extras, "retry_budget", provider.DEFAULT_RETRY_BUDGET_S, conn_id),
-    }
 
 
 def check_page_size(page_size: int, settings: ICRConnectionSettings, source: str | None) -> None:
@@ -248,13 +243,13 @@ def check_page_size(page_size: int, settings: ICRConnectionSettings, source: str
         )
 
 
-def _extras(conn: Any) -> dict[str, Any]:
+def _extras(conn: Connection) -> dict[str, Any]:
     try:
         raw = conn.extra_dejson
     except Exception:
-        raise ICRConfigError("extra", "is not valid JSON", getattr(conn, "conn_id", None)) from None
+        raise ICRConfigError("extra", "is not valid JSON", conn.conn_id) from None
     if not isinstance(raw, dict):
-        raise ICRConfigError("extra", "must be a JSON object", getattr(conn, "conn_id", None))
+        raise ICRConfigError("extra", "must be a JSON object", conn.conn_id)
     out: dict[str, Any] = {}
     prefix = "extra__icr__"
     for k, v in raw.items():
@@ -265,14 +260,14 @@ def _extras(conn: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None and v != ""}
 
 
-def _key_source(conn: Any, settings: ICRConnectionSettings) -> tuple[str | None, str | None, str]:
+def _key_source(conn: Connection, settings: ICRConnectionSettings) -> tuple[str | None, str | None, str]:
     """``(pem, path, description)``: exactly one of pem/path is set, the one extra.key_source picks.
 
     Without extra.key_source: the PEM when one is stored, else the file (when neither is there,
     :func:`~icr.auth.load_private_key` says both are missing).
     """
     conn_id = settings.conn_id
-    pem = getattr(conn, "password", None) or None
+    pem = conn.password or None
     if isinstance(pem, str) and not pem.strip():
         pem = None
     path = settings.private_key_path
@@ -315,12 +310,12 @@ def _refuse_mask(value: Any, field: str, conn_id: str | None) -> None:
         )
 
 
-def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
-    host = (getattr(conn, "host", None) or "").strip()
+def _base_url(conn: Connection, allow_http: bool, conn_id: str | None) -> str:
+    host = (conn.host or "").strip()
     if not host:
         return DEFAULT_BASE_URL
     if "://" not in host:
-        schema = (getattr(conn, "schema", None) or "").strip().lower()
+        schema = (conn.schema or "").strip().lower()
         if schema not in ("http", "https"):
             raise ICRConfigError(
                 FIELD_HOST,
@@ -328,7 +323,7 @@ def _base_url(conn: Any, allow_http: bool, conn_id: str | None) -> str:
                 "(in a connection URI, give the scheme as the path: icr://...@host/https)",
                 conn_id,
             )
-        port = getattr(conn, "port", None)
+        port = conn.port
         host = f"{schema}://{host}" + (f":{port}" if port and ":" not in host.split("]")[-1] else "")
     return normalize_base_url(host, allow_insecure_http=allow_http, conn_id=conn_id)
 

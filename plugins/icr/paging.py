@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icr.defaults import DEFAULT_PAGE_SIZE
 from icr.errors import ICRAPIError, ICRSnapshotError
 from icr.pagejson import decode_installation, decode_page
 
@@ -303,7 +304,7 @@ class InstallationPager:
         self,
         client: ICRClient,
         *,
-        page_size: int = 100,
+        page_size: int = DEFAULT_PAGE_SIZE,
         concurrency: int = 1,
         max_pages: int | None = None,
         path: str = INSTALLATIONS_PATH,
@@ -320,7 +321,7 @@ class InstallationPager:
         self.max_pages = limits.max_pages_unannounced if max_pages is None else int(max_pages)
         self.path = path
         self._limit_retried = False
-        if self.concurrency > 1 and hasattr(client, "ensure_pool_size"):
+        if self.concurrency > 1:
             client.ensure_pool_size(self.concurrency)
         self._state: _State | None = None
         self._report: SnapshotReport | None = None

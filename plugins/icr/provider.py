@@ -8,27 +8,24 @@ heavy imports: every Airflow process loads it at start-up, before the config is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from icr import __version__
+from icr.defaults import (
+    DEFAULT_API_VERSION,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_PAGE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_WAIT_S,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RETRY_BUDGET_S,
+    DEFAULT_TIMEOUT_S,
+)
 
 CONN_TYPE = "icr"
 HOOK_CLASS_NAME = "icr.hooks.ICRHook"
 HOOK_NAME = "ICR App"
-
-DEFAULT_API_VERSION = "2023-06-16"
-DEFAULT_PAGE_SIZE = 100
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_RETRIES = 30
-DEFAULT_CONCURRENCY = 1
-DEFAULT_MAX_RETRY_WAIT_S = 300.0
-#: seconds a request keeps retrying transient failures (429, 5xx, timeouts, resets), counted
-#: from its first attempt: rides out a 30-60 s API outage inside the task.
-DEFAULT_RETRY_BUDGET_S = 120.0
-#: [Assumed] the largest ``limit`` ICR's docs show working; ICR documents no maximum.
-DEFAULT_MAX_PAGE_SIZE = 100
-#: cap on the bytes of one API answer (a 100-record page is ~150 KB; a record may hold 1 MB).
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 # Standard connection fields: the form shows host/login/password under ICR's names.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -47,91 +44,111 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
-# Extras (stored in Connection.extra). ``format: password`` is what Airflow 3.3 reads as
-# "sensitive" (ProvidersManager._add_widgets), so the passphrase is masked in the form.
-#
 # ``key_source`` must not contain "private_key": Airflow redacts such extras to '***' in the
 # edit form, and a select whose value is '***' shows nothing.
 KEY_SOURCE_PEM = "pem"
 KEY_SOURCE_FILE = "file"
 KEY_SOURCES = (KEY_SOURCE_PEM, KEY_SOURCE_FILE)
 
-CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "key_source": {
-        "label": "Key source",
-        "description": "Which private key signs the app's JWTs. Airflow keeps a stored PEM when "
+#: JSON-schema type of each kind of extra (always nullable: an empty field is "use the default").
+_SCHEMA_TYPES = {"text": "string", "secret": "string", "choice": "string", "int": "integer",
+                 "seconds": "number", "bool": "boolean"}
+
+
+@dataclass(frozen=True)
+class ExtraField:
+    """One extra of an ``icr`` connection: its widget in the form and how the hook reads it.
+
+    ``kind`` is one of :data:`_SCHEMA_TYPES`: ``text`` and ``secret`` (a string; a secret is
+    masked in the form, and kept out of the hook's settings), ``choice`` (one of ``choices``),
+    ``int`` (a whole number >= ``minimum``), ``seconds`` (a number >= 0; > 0 with
+    ``above_zero``), ``bool``. ``default`` is both the form's default and what the hook uses
+    when the extra is absent; ``attr`` names the hook setting when it is not ``name``.
+    """
+
+    name: str
+    label: str
+    description: str
+    kind: str
+    default: Any = None
+    minimum: int | None = None
+    above_zero: bool = False
+    choices: tuple[str, ...] = ()
+    choice_labels: tuple[tuple[str, str], ...] = ()
+    attr: str | None = None
+
+    @property
+    def setting(self) -> str:
+        return self.attr or self.name
+
+    def form(self) -> dict[str, Any]:
+        """The ``conn-fields`` entry Airflow builds the widget from (a new dict on every call)."""
+        schema: dict[str, Any] = {"type": [_SCHEMA_TYPES[self.kind], "null"]}
+        if self.kind == "choice":
+            schema["enum"] = [None, *self.choices]
+            schema["values_display"] = dict(self.choice_labels)
+        if self.kind == "secret":
+            schema["format"] = "password"  # what Airflow 3.3 reads as "sensitive": masked in the form
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        return {"label": self.label, "description": self.description, "schema": schema}
+
+
+#: The connection's extras (stored in Connection.extra), in the form's order: the one table the
+#: form (:data:`CONN_FIELDS`) and the hook's parser (:mod:`icr.hooks`) are both derived from.
+EXTRA_FIELDS: tuple[ExtraField, ...] = (
+    ExtraField(
+        "key_source", "Key source",
+        "Which private key signs the app's JWTs. Airflow keeps a stored PEM when "
         "the Private key (PEM) field is cleared, so choose 'Private key file' to switch to the file. "
         "Empty: the PEM when one is stored, else the file.",
-        "schema": {
-            "type": ["string", "null"],
-            "enum": [None, *KEY_SOURCES],
-            "values_display": {
-                "null": "Automatic (the PEM when one is stored, else the file)",
-                KEY_SOURCE_PEM: "PEM pasted in the Private key (PEM) field",
-                KEY_SOURCE_FILE: "Private key file",
-            },
-        },
-    },
-    "private_key_path": {
-        "label": "Private key file",
-        "description": "Path to the app's PEM private key, readable on the workers and on the "
+        "choice", choices=KEY_SOURCES, choice_labels=(
+            ("null", "Automatic (the PEM when one is stored, else the file)"),
+            (KEY_SOURCE_PEM, "PEM pasted in the Private key (PEM) field"),
+            (KEY_SOURCE_FILE, "Private key file"),
+        )),
+    ExtraField(
+        "private_key_path", "Private key file",
+        "Path to the app's PEM private key, readable on the workers and on the "
         "API server (Test runs there). Used when Key source is 'Private key file', or when Key "
         "source is empty and no PEM is stored.",
-        "schema": {"type": ["string", "null"]},
-    },
-    "private_key_passphrase": {
-        "label": "Private key passphrase",
-        "description": "Only for an encrypted PEM key.",
-        "schema": {"type": ["string", "null"], "format": "password"},
-    },
-    "api_version": {
-        "label": "API version",
-        "description": "Sent as X-ICR-Api-Version; pins ICR's behaviour.",
-        "schema": {"type": ["string", "null"], "default": DEFAULT_API_VERSION},
-    },
-    "page_size": {
-        "label": "Page size",
-        "description": "limit= for GET /app/installations (ICR documents no maximum).",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_PAGE_SIZE, "minimum": 1},
-    },
-    "max_page_size": {
-        "label": "Maximum page size",
-        "description": "The largest limit= ICR accepts; page sizes above it are refused before the run. "
+        "text"),
+    ExtraField("private_key_passphrase", "Private key passphrase", "Only for an encrypted PEM key.", "secret"),
+    ExtraField("api_version", "API version", "Sent as X-ICR-Api-Version; pins ICR's behaviour.",
+               "text", default=DEFAULT_API_VERSION),
+    ExtraField("page_size", "Page size", "limit= for GET /app/installations (ICR documents no maximum).",
+               "int", default=DEFAULT_PAGE_SIZE, minimum=1),
+    ExtraField(
+        "max_page_size", "Maximum page size",
+        "The largest limit= ICR accepts; page sizes above it are refused before the run. "
         "If ICR answers 400 'limit must not be greater than N', the run retries once with N.",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_PAGE_SIZE, "minimum": 1},
-    },
-    "concurrency": {
-        "label": "Concurrent page requests",
-        "description": "Pages fetched in parallel once the page count is known; 1 = sequential.",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_CONCURRENCY, "minimum": 1},
-    },
-    "timeout": {
-        "label": "Request timeout (s)",
-        "description": "Total time allowed for one HTTP request: connecting, and reading the whole answer.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT_S, "minimum": 0},
-    },
-    "max_retries": {
-        "label": "Max attempts per request",
-        "description": "Attempts for transient failures (429, 5xx, timeouts, resets).",
-        "schema": {"type": ["integer", "null"], "default": DEFAULT_MAX_RETRIES, "minimum": 1},
-    },
-    "max_retry_wait": {
-        "label": "Max total retry wait (s)",
-        "description": "Give up on a request once its retries have waited this long.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_MAX_RETRY_WAIT_S, "minimum": 0},
-    },
-    "retry_budget": {
-        "label": "Retry time budget (s)",
-        "description": "How long one request keeps retrying 429, 5xx, timeouts and dropped connections "
+        "int", default=DEFAULT_MAX_PAGE_SIZE, minimum=1),
+    ExtraField("concurrency", "Concurrent page requests",
+               "Pages fetched in parallel once the page count is known; 1 = sequential.",
+               "int", default=DEFAULT_CONCURRENCY, minimum=1),
+    ExtraField("timeout", "Request timeout (s)",
+               "Total time allowed for one HTTP request: connecting, and reading the whole answer.",
+               "seconds", default=DEFAULT_TIMEOUT_S, minimum=0, above_zero=True),
+    ExtraField("max_retries", "Max attempts per request",
+               "Attempts for transient failures (429, 5xx, timeouts, resets).",
+               "int", default=DEFAULT_MAX_RETRIES, minimum=1),
+    ExtraField("max_retry_wait", "Max total retry wait (s)",
+               "Give up on a request once its retries have waited this long.",
+               "seconds", default=DEFAULT_MAX_RETRY_WAIT_S, minimum=0, attr="max_retry_wait_s"),
+    ExtraField(
+        "retry_budget", "Retry time budget (s)",
+        "How long one request keeps retrying 429, 5xx, timeouts and dropped connections "
         "(exponential backoff with jitter) before the task fails.",
-        "schema": {"type": ["number", "null"], "default": DEFAULT_RETRY_BUDGET_S, "minimum": 0},
-    },
-    "allow_insecure_http": {
-        "label": "Allow plain HTTP",
-        "description": "Allow an http:// base URL to a non-loopback host (tests only).",
-        "schema": {"type": ["boolean", "null"], "default": False},
-    },
-}
+        "seconds", default=DEFAULT_RETRY_BUDGET_S, minimum=0, attr="retry_budget_s"),
+    ExtraField("allow_insecure_http", "Allow plain HTTP",
+               "Allow an http:// base URL to a non-loopback host (tests only).", "bool", default=False),
+)
+EXTRA_FIELDS_BY_NAME: dict[str, ExtraField] = {f.name: f for f in EXTRA_FIELDS}
+
+#: The form's ``conn-fields``, derived from :data:`EXTRA_FIELDS`.
+CONN_FIELDS: dict[str, dict[str, Any]] = {f.name: f.form() for f in EXTRA_FIELDS}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -165,15 +182,8 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
                     "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
                 },
-                "conn-fields": {name: _copy(field) for name, field in CONN_FIELDS.items()},
+                "conn-fields": {f.name: f.form() for f in EXTRA_FIELDS},
             }
         ],
     }
 
-
-def _copy(field: dict[str, Any]) -> dict[str, Any]:
-    """Deep-enough copy: ProvidersManager mutates nothing today, but callers may."""
-    out = dict(field)
-    out["schema"] = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-                     for k, v in field["schema"].items()}
-    return out

@@ -18,12 +18,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from icr.defaults import (
+    DEFAULT_MAX_REJECT_SHARE,
+    DEFAULT_MAX_REMOVAL_SHARE,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REUSE_SNAPSHOT_MAX_AGE_HOURS,
+    DEFAULT_RUN_TIMEOUT_HOURS,
+)
 from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
-from icr.paging import fetch_installation
-from icr.provider import DEFAULT_PAGE_SIZE
+from icr.paging import SnapshotReport, fetch_installation
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
@@ -37,21 +43,36 @@ from icr.warehouse.runlog import (
 )
 from icr.warehouse.staging import Staging
 
+if TYPE_CHECKING:
+    from icr.client import ClientStats
+
 log = logging.getLogger(__name__)
 
 
 class _Pager(Protocol):  # icr.paging.InstallationPager
-    report: Any
+    report: SnapshotReport
     page_size: int
     concurrency: int
 
     def __iter__(self) -> Iterator[Any]: ...
 
 
+class _Auth(Protocol):  # icr.auth.AppJWT
+    app_id: str
+
+
+class _Client(Protocol):  # icr.client.ICRClient
+    base_url: str
+    auth: _Auth
+    stats: ClientStats
+
+    def get_installation(self, installation_id: str, *, decode: Any = None) -> Any: ...
+
+
 class _Hook(Protocol):  # icr.hooks.ICRHook
     def installations(self, page_size: int | None = None, concurrency: int | None = None) -> _Pager: ...
 
-    def get_conn(self) -> Any: ...
+    def get_conn(self) -> _Client: ...
 
 
 @dataclass(frozen=True)
@@ -62,12 +83,12 @@ class SyncSettings:
     concurrency: int | None = None  # None: the connection's concurrency extra
     full_resync: bool = False  # always read the API and rewrite every row
     accept_mass_removal: bool = False
-    max_removal_share: float = 0.5
-    max_reject_share: float = 0.05
-    reuse_snapshot_max_age: timedelta = timedelta(hours=6)
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    reuse_snapshot_max_age: timedelta = timedelta(hours=DEFAULT_REUSE_SNAPSHOT_MAX_AGE_HOURS)
     snapshot_attempts: int = 2  # re-read once when the snapshot moved while paging
     chunk_records: int = 5_000  # records per normalize + staging write
-    stale_run_after: timedelta = timedelta(hours=3)
+    stale_run_after: timedelta = timedelta(hours=DEFAULT_RUN_TIMEOUT_HOURS)
     progress_every_s: float = 15.0
     many_pages: int = 10_000  # warn when a snapshot needs more pages (requests) than this
     queue_pages: int = 16  # pages buffered between the fetcher thread and the loader
@@ -267,7 +288,7 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
         if fetcher.ident is not None:
             fetcher.join(timeout=30)
     result.report = pager.report
-    result.duplicates += int(getattr(pager.report, "duplicates", 0) or 0)
+    result.duplicates += pager.report.duplicates
     result.seconds = time.monotonic() - t0
     return result
 
@@ -282,26 +303,20 @@ _SMALL_PAGES_MIN_REQUESTS = 100
 def _log_start(hook: _Hook, pager: _Pager) -> None:
     """Say what the extract is about to read, before the first (possibly slow) request."""
     client = hook.get_conn()
-    auth = getattr(client, "auth", None)
     log.info("Extract started: reading %s/app/installations as ICR App %s, page size %s, %s concurrent request(s)",
-             getattr(client, "base_url", "?"), getattr(auth, "app_id", "?"), getattr(pager, "page_size", "?"),
-             getattr(pager, "concurrency", "?"))
+             client.base_url, client.auth.app_id, pager.page_size, pager.concurrency)
 
 
 def _log_first_page(page: Any, pager: _Pager, settings: SyncSettings) -> None:
     """After page 0: how big the snapshot is, and a warning when the page size makes it very many requests."""
-    page_size = getattr(pager, "page_size", None)
+    page_size = pager.page_size
     if page.total is None:
         log.info("ICR gave no pagination.total on the first page: paging until a short or empty page")
         return
-    pages = page.page_count
-    if pages is None and page_size:
-        pages = -(-page.total // page_size)
-    log.info("ICR lists %d installations: %s pages of %s", page.total, pages if pages is not None else "?",
-             page_size if page_size is not None else "?")
+    pages = page.page_count if page.page_count is not None else -(-page.total // page_size)
+    log.info("ICR lists %d installations: %s pages of %s", page.total, pages, page_size)
     at_default = -(-page.total // DEFAULT_PAGE_SIZE)
-    if pages is not None and (pages > settings.many_pages
-                              or (pages > _SMALL_PAGES_MIN_REQUESTS and pages >= _SMALL_PAGES_FACTOR * at_default)):
+    if pages > settings.many_pages or (pages > _SMALL_PAGES_MIN_REQUESTS and pages >= _SMALL_PAGES_FACTOR * at_default):
         log.warning("page_size=%s makes this run send %d page requests (%d at page_size=%d): set a larger page "
                     "size in the connection's page_size or the run's page_size param", page_size, pages, at_default,
                     DEFAULT_PAGE_SIZE)
@@ -402,10 +417,7 @@ def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> i
 
 
 def _client_stats(hook: _Hook) -> dict[str, Any]:
-    stats = getattr(hook.get_conn(), "stats", None)
-    if stats is None:
-        return {}
-    return stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+    return hook.get_conn().stats.as_dict()
 
 
 # -- load, verify, cleanup ------------------------------------------------------------------------

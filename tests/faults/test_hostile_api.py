@@ -147,7 +147,7 @@ def test_endless_paging_is_bounded(make_simulator, hook_for, faults_pg, ledger, 
 
 def test_oversized_answer_fails_at_once_naming_path_and_cap(make_simulator, hook_for, faults_pg, ledger, leaks):
     from icr.errors import ICRAPIError
-    from icr.provider import DEFAULT_MAX_RESPONSE_BYTES
+    from icr.defaults import DEFAULT_MAX_RESPONSE_BYTES
     from icr.sync import SyncSettings, run_sync
 
     sim = make_simulator(installations=100, seed=94)

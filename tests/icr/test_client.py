@@ -74,10 +74,10 @@ def test_repr_has_no_secrets(app_jwt):
 
 
 def test_headers_on_every_request(stub_server, make_client):
-    srv = stub_server(lambda seen: Reply(200, {"ok": True}) if seen.method == "GET" else Reply(201, {"token": "crs_abcdefgh", "expiresAt": "2099-01-01T00:00:00.000Z"}))
+    srv = stub_server(lambda seen: Reply(200, {"ok": True}))
     c = make_client(srv.base_url, api_version="2023-06-16")
     assert c.get_json("/app/installations", params={"limit": 1, "page": 0}) == {"ok": True}
-    c.get_installation_token("abc")
+    assert c.get_installation("abc") == {"ok": True}
     assert len(srv.requests) == 2
     for r in srv.requests:
         assert r.headers["authorization"] == f"Bearer {c.auth.token()}"
@@ -379,74 +379,6 @@ def test_503_with_retry_after_holds_gate_but_plain_5xx_does_not(sim_client, stub
     t.join()
 
 
-# --------------------------------------------------------------------------- access tokens
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@needs_simulator
-@pytest.mark.parametrize("status", [200, 201])
-def test_installation_token_cached_and_refreshed(make_simulator, make_client, status, caplog):
-    from icr.auth import load_private_key
-
-    sim = make_simulator(installations=5, access_token_status=status)
-    clock = FakeClock()
-    c = make_client(sim.base_url, AppJWT(sim.app_id, load_private_key(sim.private_key_pem)), clock=clock)
-    iid = next(iter(sim.truth()))["id"]
-    t1 = c.get_installation_token(iid)
-    assert t1.startswith("crs_")
-    assert c.get_installation_token(iid) == t1
-    clock.t += 7200 - 300 - 5  # still more than 5 minutes left
-    assert c.get_installation_token(iid) == t1
-    assert sim.stats["access_tokens_issued"] == 1
-    clock.t += 10  # now within 5 minutes of expiresAt
-    t2 = c.get_installation_token(iid)
-    assert t2 != t1 and sim.stats["access_tokens_issued"] == 2
-    assert c.stats.access_tokens_fetched == 2
-    assert t1 not in caplog.text and t2 not in caplog.text
-
-    clock.t = time.time()
-    a1 = c.get_app_token()
-    assert c.get_app_token() == a1 and sim.stats["access_tokens_issued"] == 3
-
-
-@needs_simulator
-def test_installation_token_thread_safe(make_simulator, make_client):
-    from icr.auth import load_private_key
-
-    sim = make_simulator(installations=3)
-    c = make_client(sim.base_url, AppJWT(sim.app_id, load_private_key(sim.private_key_pem)))
-    iid = next(iter(sim.truth()))["id"]
-    out: list[str] = []
-    barrier = threading.Barrier(8)
-
-    def work() -> None:
-        barrier.wait()
-        out.append(c.get_installation_token(iid))
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(out)) == 1 and sim.stats["access_tokens_issued"] == 1
-
-
-@needs_simulator
-def test_installation_token_unknown_installation(sim_client):
-    sim, c = sim_client
-    with pytest.raises(ICRAPIError) as ei:
-        c.get_installation_token("00000000-0000-4000-8000-000000000000")
-    assert ei.value.status == 404 and ei.value.method == "POST"
-    assert "/accessTokens" in str(ei.value)
-
-
 # --------------------------------------------------------------------------- parsing helpers
 
 
@@ -653,7 +585,7 @@ def test_backoff_waits_grow_with_equal_jitter(make_client):
 
 
 def test_connection_defaults_let_the_budget_govern():
-    from icr.provider import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BUDGET_S
+    from icr.defaults import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BUDGET_S
 
     # with equal jitter (base 0.5 s, cap 15 s) the waits alone reach the budget before the attempts run out
     floor = sum(min(15.0, 0.5 * 2 ** (n - 1)) / 2 for n in range(1, DEFAULT_MAX_RETRIES))

@@ -55,7 +55,7 @@ def test_installations_through_the_hook(sim_conn, caplog):
     assert set(ids) == sim.truth_ids() and pager.report.complete
     assert client.stats.requests == 4
     assert hook.installations(page_size=500, concurrency=1).page_size == 500
-    assert ICRHook(page_size=125).installations().page_size == 125
+    assert hook.installations(page_size=125).page_size == 125 and hook.installations().page_size == 250
     assert pem_body(sim.private_key_pem) not in caplog.text
     assert client.auth.token() not in caplog.text
     assert client.auth.token() not in repr(hook) + repr(client) + repr(pager)
@@ -99,6 +99,23 @@ def test_key_from_file_with_passphrase(simulator, set_icr_conn, tmp_path):
     ok, message = ICRHook().test_connection()
     assert ok, message
     assert PASSPHRASE not in message
+
+
+def test_settings_are_derived_from_the_form_table():
+    """One table: every non-secret extra of the form is a setting, and an absent extra means the
+    default the form shows."""
+    import dataclasses
+
+    from icr.hooks import ICRConnectionSettings, read_extra
+    from icr.provider import CONN_FIELDS, EXTRA_FIELDS
+
+    attrs = {f.name for f in dataclasses.fields(ICRConnectionSettings)}
+    assert attrs == {"conn_id", "base_url", "app_id"} | {f.setting for f in EXTRA_FIELDS if f.kind != "secret"}
+    for name, field in CONN_FIELDS.items():
+        assert read_extra({}, name, None) == field["schema"].get("default"), name
+        if "minimum" in field["schema"] and field["schema"]["type"][0] == "integer":
+            with pytest.raises(ICRConfigError, match=f"extra.{name}: must be at least"):
+                read_extra({name: field["schema"]["minimum"] - 1}, name, None)
 
 
 # --------------------------------------------------------------------------- bad connections

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from icr.defaults import DEFAULT_MAX_REJECT_SHARE, DEFAULT_MAX_REMOVAL_SHARE
 from icr.errors import MassRemovalError, QualityCheckError, RejectThresholdError, WarehouseError
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class LoadOptions:
     full_resync: bool = False  # rewrite every row, even when its record_hash is unchanged
     accept_mass_removal: bool = False  # the operator confirms a large removal is real
-    max_removal_share: float = 0.5  # of active installations, per run
-    max_reject_share: float = 0.05  # of fetched records
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE  # of active installations, per run
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE  # of fetched records
     # PostgreSQL memory per sort/hash of the load transaction: the merge's joins over a million
     # staged rows stay in memory (linear) instead of spilling to disk in batches.
     work_mem: str = "256MB"

@@ -13,22 +13,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from icr.client import ClientStats
 from icr.paging import Page, SnapshotReport
 
 
 class StaticPager:
+    """The parts of ``InstallationPager`` that ``icr.sync`` uses (its ``_Pager`` protocol)."""
+
+    concurrency = 1
+
     def __init__(self, records: list[Any], page_size: int, complete: bool, reason: str | None) -> None:
         self._records = records
-        self._page_size = page_size
+        self.page_size = page_size
         self._complete = complete
         self._reason = reason
-        self.report: SnapshotReport | None = None
+        self.report = SnapshotReport(False, "not iterated yet", 0, 0, 0, 0, None, None)
 
     def __iter__(self) -> Iterator[Page]:
         n = len(self._records)
-        pages = max(1, -(-n // self._page_size))
+        pages = max(1, -(-n // self.page_size))
         for p in range(pages):
-            chunk = copy.deepcopy(self._records[p * self._page_size:(p + 1) * self._page_size])
+            chunk = copy.deepcopy(self._records[p * self.page_size:(p + 1) * self.page_size])
             yield Page(number=p, records=chunk, total=n, page_count=pages, received=len(chunk))
         self.report = SnapshotReport(
             complete=self._complete, reason=self._reason, pages=pages, records=n, distinct_ids=n,
@@ -53,12 +58,21 @@ class StaticHook:
         return _StaticClient(self)
 
 
+class _StaticAuth:
+    app_id = "d23967cc-dd16-452b-8af4-869965745978"
+
+
 class _StaticClient:
-    """``get_installation`` answers from the same records (404 for the others), like ICR."""
+    """The parts of ``ICRClient`` that ``icr.sync`` uses (its ``_Client`` protocol):
+    ``get_installation`` answers from the same records (404 for the others), like ICR."""
+
+    base_url = "http://static.invalid"
+    auth = _StaticAuth()
 
     def __init__(self, hook: StaticHook) -> None:
         self.hook = hook
-        self.stats = {"requests": hook.pagers, "retries": 0}
+        self.stats = ClientStats()
+        self.stats.requests = hook.pagers
         self.lookups: list[str] = []
 
     def get_installation(self, installation_id: str, *, decode: Any = None) -> dict[str, Any]:

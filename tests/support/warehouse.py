@@ -61,7 +61,7 @@ def table_fingerprint(warehouse: Any, *, ignore_run_ids: bool = False) -> dict[s
 def outcome_fingerprint(warehouse: Any) -> dict[str, Any]:
     """What "the warehouse as it is" means across runs: state ids + hashes + removal flags, history,
     daily, permissions, rejects, and the set of successful runs (timestamps are left out on purpose)."""
-    pg = warehouse.dialect == "postgresql"
+    pg = warehouse.dialect_name == "postgresql"
     agg = "string_agg(x, ',' ORDER BY x)" if pg else "group_concat(x, ',')"
     cat = ("CAST(installation_id AS text) || ':' || record_hash || ':' || "
            "CASE WHEN deleted_at IS NULL THEN 'A' ELSE 'D' END")

@@ -7,7 +7,7 @@ Prints ``ICR simulator listening on http://HOST:PORT (app <id>, N installations)
 serves until SIGTERM/SIGINT, then exits 0. ``--port 0`` picks a free port. ``--key-out`` gets the
 app's private key (PEM, mode 0600); if the file already exists its key is used instead, so restarts
 keep the key. ``--info-out`` gets ``{"base_url", "app_id", "private_key_path", "fingerprints"}``.
-Drive it while it runs through the admin API (``/_sim/...``, see ``tests.simulator.server``).
+Drive it while it runs through the admin API (``/_sim/...``, see ``tests.simulator.admin``).
 ``--warm [--warm-workers K]`` pre-generates every installation's JSON before listening (~1 KB each;
 benchmarks use it so the simulator's pure-Python generation is not what they measure).
 """

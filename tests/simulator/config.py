@@ -1,6 +1,6 @@
 """Configuration of the ICR simulator.
 
-Every behaviour that ``/work/shared/icr-api.md`` marks **[Assumed]** is a field of
+Every behaviour that the ICR API reference (``icr-api.md``) marks **[Assumed]** is a field of
 :class:`SimulatorConfig`, so that a different real behaviour is a config change, not a code
 change. Fault injection lives in :class:`FaultConfig`, which stays mutable while the server runs
 (``sim.faults.error_rate = 0.2`` takes effect on the next request).

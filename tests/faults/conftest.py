@@ -49,6 +49,9 @@ FAULT_CLASSES: dict[str, str] = {
     "leaks": "Secret scan of logs, task logs, XComs, exceptions and every warehouse text column",
     "hostile_api": "Hostile API (records nested 1,500 deep, lone surrogates, 1e400, 4,400-digit integers; endless "
                    "paging; oversized and dribbling answers; absurd pagination numbers; page-size limit; 20 s outage)",
+    "webhooks": "Webhook deliveries (forged, replayed, oversized, malformed: 0 accepted; warehouse down: 503 "
+                "then the retry gets in; Redis down: 202, event pending; receiver SIGKILLed mid-stream: none lost "
+                "or doubled)",
     "secrets": "Secrets in error texts and DEBUG output (echoed and cut JWTs, DEBUG `dags test`, key file checks, "
                "plain-http hosts)",
 }

@@ -4,8 +4,15 @@ lets a test drive a simulator that runs in another process (``python -m tests.si
 * ``GET  /_sim/state``      → ``{"count", "app_id", "base_url", "fingerprints", "stats", "faults"}``
   (+ ``pending_fail_next``, ``warm_records``, ``warm_seconds``)
 * ``GET  /_sim/truth_ids``  → ``{"count", "ids": [...]}`` (the ids the API lists now, in order)
-* ``POST /_sim/changes``    JSON ``{"add": n, "add_front": n, "remove": n | [ids], "update": n | [ids]}``
-  → ``{"added": [...], "removed": [...], "updated": [...], "count": n}``
+* ``POST /_sim/changes``    JSON ``{"add": n, "add_front": n, "remove": n | [ids], "update": n | [ids],
+  "suspend": n | [ids], "unsuspend": [ids]}`` → ``{"added": [...], "removed": [...], "updated": [...],
+  "suspended": [...], "unsuspended": [...], "count": n}``
+* ``POST /_sim/webhooks``   JSON ``{"urls": [...], "secret": "...", "faults": {WebhookFaults fields}}`` (each
+  optional) → the state below; ``GET /_sim/webhooks`` → ``{"urls", "signed", "faults", "counts",
+  "queued", "deliveries": [{event, installation_id, delivery_id, url, emitted_at, sent_at, status,
+  attempts, faults}]}`` (never the secret)
+* ``POST /_sim/webhooks/emit`` JSON ``{"event", "installation_id", "transaction"?}`` → one delivery of any
+  event for an active installation (e.g. ``warehouseTransaction``)
 * ``POST /_sim/faults``     JSON with any :class:`FaultConfig` fields (partial update), plus optional
   ``"fail_next": {"kind": "503", "n": 2}`` (or a list of such) → ``{"faults": {...}}``
 * ``POST /_sim/reset_stats`` → ``{"ok": true}``
@@ -63,7 +70,7 @@ def _truth_ids(sim: "ICRSimulator", data: dict) -> Response:
 
 
 def _changes(sim: "ICRSimulator", data: dict) -> Response:
-    bad = set(data) - {"add", "add_front", "remove", "update"}
+    bad = set(data) - {"add", "add_front", "remove", "update", "suspend", "unsuspend"}
     if bad:
         return error(400, [f"unknown change {k!r}" for k in sorted(bad)])
     return json_response(200, sim.apply_changes(data))
@@ -91,6 +98,26 @@ def _keys(sim: "ICRSimulator", data: dict) -> Response:
                                "fingerprints": sim.public_key_fingerprints})
 
 
+def _webhooks_state(sim: "ICRSimulator", data: dict) -> Response:
+    return json_response(200, sim.webhooks.state())
+
+
+def _webhooks_configure(sim: "ICRSimulator", data: dict) -> Response:
+    bad = set(data) - {"urls", "secret", "faults"}
+    if bad:
+        return error(400, [f"unknown webhook setting {k!r}" for k in sorted(bad)])
+    sim.webhooks.configure(urls=data.get("urls"), secret=data.get("secret"), faults=data.get("faults"))
+    return json_response(200, sim.webhooks.state())
+
+
+def _webhooks_emit(sim: "ICRSimulator", data: dict) -> Response:
+    rec = sim.installation(str(data["installation_id"]))
+    if rec is None:
+        return error(404, "Installation not found")
+    sim.webhooks.emit(str(data["event"]), [rec], transaction=data.get("transaction"))
+    return json_response(200, {"queued": True})
+
+
 _ROUTES = {
     ("GET", "/_sim/state"): _state,
     ("GET", "/_sim/truth_ids"): _truth_ids,
@@ -98,4 +125,7 @@ _ROUTES = {
     ("POST", "/_sim/faults"): _faults,
     ("POST", "/_sim/reset_stats"): _reset_stats,
     ("POST", "/_sim/keys"): _keys,
+    ("GET", "/_sim/webhooks"): _webhooks_state,
+    ("POST", "/_sim/webhooks"): _webhooks_configure,
+    ("POST", "/_sim/webhooks/emit"): _webhooks_emit,
 }

@@ -209,6 +209,10 @@ class SimulatorConfig:
     #: generates in that many processes. Updated and added installations still go through the LRU.
     warm: bool = False
     warm_workers: int = 1
+    #: POST a signed webhook delivery to each of these URLs on every change (``webhooks.py``;
+    #: also ``POST /_sim/webhooks``). ``webhook_secret``: the webhook's secret (None: unsigned).
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
     #: serve the ``/_sim/*`` admin API (loopback clients only).
     admin_api: bool = True
     faults: FaultConfig = field(default_factory=FaultConfig)

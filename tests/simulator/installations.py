@@ -1,9 +1,14 @@
 """The ICR simulator's data set: which installations exist now, in listing order, and their changes.
 
 Installation ``i`` (an integer index) is generated on demand by ``data.InstallationFactory``; the set
-is the index range ``[lo, hi)`` minus the sorted ``removed`` list, and ``overrides[i] = (version,
+is the index range ``[lo, hi)`` minus the sorted ``removed`` list (uninstalled and ``suspended``
+ones; ``unsuspend`` brings the latter back), and ``overrides[i] = (version,
 updated_ms)`` marks an updated record. Adding at the front lowers ``lo`` (every page shifts). A
 record is addressed for encoding by its cache key ``(i, version, updated_ms)``.
+
+``listener`` (the webhook sender), when ``listener.active``, gets ``emit(event, records)`` for
+every change: ``installed``, ``uninstalled``, ``suspended``, ``unsuspended``,
+``newPermissionsAccepted`` (an update changes the permissions).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class InstallationSet:
         self._removed: list[int] = []
         self._overrides: dict[int, tuple[int, int]] = {}
         self._change_rng = random.Random(f"changes:{seed}")
+        self._suspended: set[int] = set()
+        self.listener: Any = None
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -88,23 +95,28 @@ class InstallationSet:
             else:
                 self._lo -= n
                 idx = range(self._lo, self._lo + n)
+            self._notify("installed", idx)
             return [self.factory.installation_id(i) for i in idx]
 
     def remove(self, n_or_ids: int | Iterable[str]) -> list[str]:
         with self.lock:
+            gone: list[dict] = []  # their records, for the webhooks, before the overrides go
             if isinstance(n_or_ids, int):
                 # draw one at a time so ranks stay valid as the removed list grows
                 out = []
                 for _ in range(min(n_or_ids, self._total())):
                     i = self._rank_to_index(self._change_rng.randrange(self._total()))
+                    gone += self._records([i])
                     bisect.insort(self._removed, i)
                     self._overrides.pop(i, None)
                     out.append(i)
             else:
                 out = self._resolve(list(n_or_ids))
                 for i in dict.fromkeys(out):
+                    gone += self._records([i])
                     bisect.insort(self._removed, i)
                     self._overrides.pop(i, None)
+            self._emit("uninstalled", gone)
             return [self.factory.installation_id(i) for i in out]
 
     def update(self, n_or_ids: int | Iterable[str]) -> list[str]:
@@ -114,7 +126,44 @@ class InstallationSet:
             for i in idx:
                 version = self._overrides.get(i, (0, 0))[0] + 1
                 self._overrides[i] = (version, now_ms)
+            self._notify("newPermissionsAccepted", idx)
             return [self.factory.installation_id(i) for i in idx]
+
+    def suspend(self, n_or_ids: int | Iterable[str]) -> list[str]:
+        """Suspend ``n`` random active installations or the given ids: they leave the list and
+        ``GET /app/installations/{id}`` answers 404 until :meth:`unsuspend`. An id already
+        suspended is skipped (no new event). Returns the newly suspended ids."""
+        with self.lock:
+            if isinstance(n_or_ids, int):
+                idx = self._resolve(n_or_ids)
+            else:
+                wanted = [iid for iid in dict.fromkeys(n_or_ids) if self.factory.index_of(iid) not in self._suspended]
+                idx = self._resolve(wanted)
+            for i in idx:
+                bisect.insort(self._removed, i)
+                self._suspended.add(i)
+            self._notify("suspended", idx)
+            return [self.factory.installation_id(i) for i in idx]
+
+    def unsuspend(self, ids: Iterable[str]) -> list[str]:
+        """Bring suspended installations back (unknown or not suspended → KeyError)."""
+        with self.lock:
+            idx = []
+            for iid in dict.fromkeys(ids):
+                i = self.factory.index_of(iid)
+                if i is None or i not in self._suspended:
+                    raise KeyError(f"no suspended installation {iid!r}")
+                idx.append(i)
+            for i in idx:
+                self._removed.pop(bisect.bisect_left(self._removed, i))
+                self._suspended.discard(i)
+            self._notify("unsuspended", idx)
+            return [self.factory.installation_id(i) for i in idx]
+
+    @property
+    def suspended_ids(self) -> list[str]:
+        with self.lock:
+            return [self.factory.installation_id(i) for i in sorted(self._suspended)]
 
     def apply_changes(self, changes: dict) -> dict:
         """``{"add_front", "add", "remove", "update"}`` → ``{"added", "removed", "updated", "count"}``."""
@@ -127,8 +176,24 @@ class InstallationSet:
             out["removed"] = self.remove(changes["remove"])
         if changes.get("update"):
             out["updated"] = self.update(changes["update"])
+        if changes.get("suspend"):
+            out["suspended"] = self.suspend(changes["suspend"])
+        if changes.get("unsuspend"):
+            out["unsuspended"] = self.unsuspend(changes["unsuspend"])
         out["count"] = self.count
         return out
+
+    # -- webhooks (callers hold the lock) ---------------------------------------------------
+    def _records(self, idx: Iterable[int]) -> list[dict]:
+        listener = self.listener
+        return [self._record_of(i) for i in idx] if listener is not None and listener.active else []
+
+    def _notify(self, event: str, idx: Iterable[int]) -> None:
+        self._emit(event, self._records(idx))
+
+    def _emit(self, event: str, records: list[dict]) -> None:
+        if records:
+            self.listener.emit(event, records)
 
     # -- indices (callers hold the lock) ----------------------------------------------------
     def _rank_to_index(self, k: int) -> int:

@@ -9,6 +9,7 @@
 * ``faults``        — which fault a request gets (``FaultConfig``, ``fail_next``, outages)
 * ``installations`` — the data set and its changes; ``record_cache`` — the JSON of each record
 * ``stats``         — request counters; ``responses`` — the ``Response`` type and error bodies
+* ``webhooks``      — signed ICR webhook deliveries on every change (``sim.webhooks``)
 
 Speed: records are rendered straight to JSON text (``data.InstallationFactory.record_json``) and kept in
 an LRU; ``SimulatorConfig(warm=True)`` (CLI ``--warm``) pre-generates every initial record at start,
@@ -35,6 +36,7 @@ from .record_cache import RecordCache
 from .responses import Response
 from .routes import ApiRouter, classify
 from .stats import Stats
+from .webhooks import WebhookSender
 
 
 class ICRSimulator:
@@ -56,6 +58,8 @@ class ICRSimulator:
         anchor = min(parse_iso_ms(config.data_anchor), int(time.time() * 1000))
         factory = InstallationFactory(seed, self.app_id, config.app_name_id, anchor, config.history_days)
         self._data = InstallationSet(factory, config.installations, seed, self.now)
+        self.webhooks = WebhookSender(config.webhook_urls, config.webhook_secret, seed)
+        self._data.listener = self.webhooks
         self._cache = RecordCache(factory, config.record_cache_size, self._stop_event)
         self._access_tokens = AccessTokens(config, self.app_id)
         self._router = ApiRouter(config=config, keyring=self._keyring, access_tokens=self._access_tokens,
@@ -80,6 +84,7 @@ class ICRSimulator:
         self._stop_event.set()
         self._http.stop()
         self._cache.stop_prefetch()
+        self.webhooks.stop()
 
     def __enter__(self) -> "ICRSimulator":
         return self.start()
@@ -232,6 +237,13 @@ class ICRSimulator:
         """Change permissions, organization name and updatedAt of ``n`` random installations or the
         given ids (updatedAt = the server clock). Returns the updated ids."""
         return self._data.update(n_or_ids)
+
+    def suspend_installations(self, n_or_ids: int | Iterable[str]) -> list[str]:
+        """Suspend installations: gone from the list and 404 until unsuspended."""
+        return self._data.suspend(n_or_ids)
+
+    def unsuspend_installations(self, ids: Iterable[str]) -> list[str]:
+        return self._data.unsuspend(ids)
 
     def apply_changes(self, changes: dict) -> dict:
         return self._data.apply_changes(changes)

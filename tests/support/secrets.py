@@ -16,7 +16,9 @@ from typing import Any
 
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 # a cut JWT: one base64url JSON segment ("eyJ" = '{"') long enough to hold a header or claims
-JWT_PART_RE = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{16,}")
+# (not the signedData of a webhook payload: base64 of the payload's own JSON, which starts with eyJ
+# too, is public and is scanned anyway as the body beside it, which it must equal)
+JWT_PART_RE = re.compile(r'(?<![A-Za-z0-9])(?<!"signedData": ")(?<!"signedData":")eyJ[A-Za-z0-9_-]{16,}')
 ACCESS_TOKEN_RE = re.compile(r"crs_[A-Za-z0-9]{12,}")
 # runs that may hold part of a known JWT signature (base64url)
 _B64URL_RUN_RE = re.compile(r"[A-Za-z0-9_-]{40,}")

@@ -37,7 +37,7 @@ POLL_SECONDS = float(os.environ.get("ICR_EVENTS_POLL_SECONDS", "1"))
 #: run reads the inbox).
 ICR_INSTALLATION_EVENTS_ASSET = Asset(
     name="icr_installation_events",
-    uri="icr://installation_events",
+    uri="icr://webhooks/installation_events",
     watchers=[AssetWatcher(
         name="icr_installation_events_redis",
         trigger=MessageQueueTrigger(scheme="redis+pubsub", channels=[_SETTINGS.channel],

@@ -142,6 +142,8 @@ def apply_events_before_sync(warehouse: Warehouse, icr_conn_id: str, run_id: str
     from icr.hooks import ICRHook
 
     try:
+        if not inbox.pending(warehouse, 1):
+            return ApplyResult().as_dict()
         confirm = confirm_with(ICRHook(icr_conn_id=icr_conn_id).get_conn())
         # Its own run id: rows the sync's merge writes must not look written by events (drift).
         return apply_pending(warehouse, confirm, f"{run_id}:webhook_events").as_dict()

@@ -274,6 +274,24 @@ def test_warehouse_is_its_own_database(services):
     assert env["POSTGRES_USER"] != services["postgres"]["environment"]["POSTGRES_USER"]
 
 
+def test_webhook_receiver_service(services, env_example):
+    rx = services["icr-webhooks"]
+    assert rx["entrypoint"][-2:] == ["-m", "icr.webhooks"] and "--host=0.0.0.0" in rx["command"]
+    assert "profiles" not in rx, "the receiver runs with the default stack"
+    conn = rx["environment"]["AIRFLOW_CONN_ICR_WEBHOOK"]
+    assert "${ICR_WEBHOOK_SECRET:?" in conn
+    assert json.loads(conn.replace("${ICR_WEBHOOK_SECRET:?set ICR_WEBHOOK_SECRET in .env}", "s"))["password"] == "s"
+    assert not rx.get("volumes"), "the receiver needs no private key or DAGs"
+    for name, svc in services.items():  # only the receiver (and the simulator, which signs) get the secret
+        if name not in ("icr-webhooks", "icr-simulator"):
+            assert "AIRFLOW_CONN_ICR_WEBHOOK" not in (svc.get("environment") or {}), name
+    redis = json.loads(services["airflow-triggerer"]["environment"]["AIRFLOW_CONN_REDIS_DEFAULT"])
+    assert (redis["host"], redis["port"]) == ("redis", 6379)
+    assert env_example["ICR_WEBHOOK_SECRET"] == "CHANGE_ME"
+    sim = services["icr-simulator"]
+    assert "--webhook-url=http://icr-webhooks:8090/webhooks/icr" in sim["command"]
+
+
 # --- .env.example ----------------------------------------------------------------------------
 
 

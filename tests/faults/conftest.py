@@ -49,6 +49,9 @@ FAULT_CLASSES: dict[str, str] = {
     "leaks": "Secret scan of logs, task logs, XComs, exceptions and every warehouse text column",
     "hostile_api": "Hostile API (records nested 1,500 deep, lone surrogates, 1e400, 4,400-digit integers; endless "
                    "paging; oversized and dribbling answers; absurd pagination numbers; page-size limit; 20 s outage)",
+    "webhooks": "Webhook deliveries (forged, replayed, oversized, malformed: 0 accepted; warehouse down: 503 "
+                "then the retry gets in; Redis down: 202, event pending; receiver SIGKILLed mid-stream: none lost "
+                "or doubled)",
     "secrets": "Secrets in error texts and DEBUG output (echoed and cut JWTs, DEBUG `dags test`, key file checks, "
                "plain-http hosts)",
 }
@@ -89,7 +92,9 @@ LEDGER = Ledger()
 
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 # a cut JWT: one base64url JSON segment ("eyJ" = '{"') long enough to hold a header or claims
-JWT_PART_RE = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]{16,}")
+# (not the signedData of a webhook payload: base64 of the payload's own JSON, which starts with eyJ
+# too, is public and is scanned anyway as the body beside it, which it must equal)
+JWT_PART_RE = re.compile(r'(?<![A-Za-z0-9])(?<!"signedData": ")(?<!"signedData":")eyJ[A-Za-z0-9_-]{16,}')
 ACCESS_TOKEN_RE = re.compile(r"crs_[A-Za-z0-9]{12,}")
 # runs that may hold part of a known JWT signature (base64url)
 _B64URL_RUN_RE = re.compile(r"[A-Za-z0-9_-]{40,}")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.faults
 def _forgeries(sim):
     now = int(sim.now())
     claims = {"iat": now - 60, "exp": now + 540, "iss": sim.app_id, "alg": "RS256"}
-    key = sim._keys[0].private
+    key = sim.keyring.keys[0].private
     other = generate_private_key(4242, 0, 2048)
     return {
         "alg_none": forge_token(claims, alg="none"),

@@ -5,7 +5,7 @@
         ...  # sim.base_url, sim.app_id, sim.private_key_pem, sim.faults, sim.truth() ...
 
 Run standalone with ``python -m tests.simulator --help``; pytest fixtures live in
-``tests.simulator.fixtures``. The admin HTTP API is documented in ``tests.simulator.server``.
+``tests.simulator.fixtures``. The admin HTTP API is documented in ``tests.simulator.admin``.
 """
 
 from .config import DEFAULT_FAULT_KINDS, FAULT_KINDS, FaultConfig, SimulatorConfig

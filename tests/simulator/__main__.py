@@ -2,12 +2,13 @@
 
     python -m tests.simulator --host 127.0.0.1 --port 8765 --installations 500 --seed 7 \
         [--key-out PATH] [--info-out PATH.json] [--latency-ms N] [--max-page-size N] ...
+        [--webhook-url URL ...]  (secret: env ICR_SIMULATOR_WEBHOOK_SECRET)
 
 Prints ``ICR simulator listening on http://HOST:PORT (app <id>, N installations)`` once ready,
 serves until SIGTERM/SIGINT, then exits 0. ``--port 0`` picks a free port. ``--key-out`` gets the
 app's private key (PEM, mode 0600); if the file already exists its key is used instead, so restarts
 keep the key. ``--info-out`` gets ``{"base_url", "app_id", "private_key_path", "fingerprints"}``.
-Drive it while it runs through the admin API (``/_sim/...``, see ``tests.simulator.server``).
+Drive it while it runs through the admin API (``/_sim/...``, see ``tests.simulator.admin``).
 ``--warm [--warm-workers K]`` pre-generates every installation's JSON before listening (~1 KB each;
 benchmarks use it so the simulator's pure-Python generation is not what they measure).
 """
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", action="store_true",
                    help="pre-generate every installation's JSON at start (benchmarks: ~1 KB each)")
     p.add_argument("--warm-workers", type=int, default=1, help="processes generating for --warm")
+    p.add_argument("--webhook-url", action="append", default=[],
+                   help="POST signed webhook deliveries here on every change (repeatable); the secret "
+                        "comes from the environment variable ICR_SIMULATOR_WEBHOOK_SECRET")
     p.add_argument("--no-prefetch", action="store_true", help="do not pre-generate the next page in the background")
     return p
 
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         prefetch=not args.no_prefetch,
         warm=args.warm,
         warm_workers=args.warm_workers,
+        webhook_urls=tuple(args.webhook_url),
+        webhook_secret=os.environ.get("ICR_SIMULATOR_WEBHOOK_SECRET") or None,
     )
     sim = ICRSimulator(cfg)
     stop = threading.Event()

@@ -1,6 +1,6 @@
 """Configuration of the ICR simulator.
 
-Every behaviour that ``/work/shared/icr-api.md`` marks **[Assumed]** is a field of
+Every behaviour that the ICR API reference (``icr-api.md``) marks **[Assumed]** is a field of
 :class:`SimulatorConfig`, so that a different real behaviour is a config change, not a code
 change. Fault injection lives in :class:`FaultConfig`, which stays mutable while the server runs
 (``sim.faults.error_rate = 0.2`` takes effect on the next request).
@@ -209,6 +209,10 @@ class SimulatorConfig:
     #: generates in that many processes. Updated and added installations still go through the LRU.
     warm: bool = False
     warm_workers: int = 1
+    #: POST a signed webhook delivery to each of these URLs on every change (``webhooks.py``;
+    #: also ``POST /_sim/webhooks``). ``webhook_secret``: the webhook's secret (None: unsigned).
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)
     #: serve the ``/_sim/*`` admin API (loopback clients only).
     admin_api: bool = True
     faults: FaultConfig = field(default_factory=FaultConfig)

@@ -1,11 +1,13 @@
-"""Webhooks end to end on the real deployment (issue 23): ICR install → signed delivery → the
-receiver (``python -m icr.webhooks``) → inbox → Redis pub/sub → the AssetWatcher in the triggerer
-→ DAG ``icr_installation_events`` on the Celery worker → ``icr_report_active_installations``.
+"""Webhooks end to end on the real deployment (issue 23): an install in the simulator → its
+signed delivery (the simulator's webhooks, with duplicates and reordering) → the receiver
+(``python -m icr.webhooks``) → inbox → Redis pub/sub → the AssetWatcher in the triggerer → DAG
+``icr_installation_events`` on the Celery worker → ``icr_report_active_installations``.
 
 * 50 installs, each timed from the change in the simulator until its row is visible in the
-  report; all must arrive, p95 ≤ 60 s (p50/p95 printed).
+  report; all must arrive, each applied once, p95 ≤ 60 s (p50/p95 printed).
 * A notification lost (the receiver's Redis unreachable): the event waits in the inbox, and the
   next event run applies it, once.
+* suspend → removed with removal_reason 'suspended'; unsuspend → back.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import pytest
 import requests
 
 from tests.e2e.deployment import Deployment, free_port, wait_for
-from tests.simulator.webhooks import delivery
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,14 +52,24 @@ def _start_receiver(dep: Deployment, name: str, redis_conn: str) -> str:
     return url
 
 
-def _send(url: str, event: str, installation_id: str, attempt: int = 0) -> None:
-    body, headers = delivery(event, {"id": installation_id, **({"attempt": attempt} if attempt else {})}, SECRET)
-    resp = requests.post(url, data=body, headers=headers, timeout=30)
-    assert resp.status_code == 202, (resp.status_code, resp.text)
+def _webhooks_to(dep: Deployment, url: str, **faults: float) -> None:
+    """Point the simulator's webhooks at ``url`` (signed with SECRET)."""
+    dep._simulator("POST", "webhooks", json={"urls": [url], "secret": SECRET, "faults": faults})
+
+
+def _change(dep: Deployment, **change: Any) -> list[str]:
+    """A change in the simulator (it sends the webhook); returns the ids it touched."""
+    out = dep._simulator("POST", "changes", json=change)
+    return [i.lower() for key in ("added", "removed", "suspended", "unsuspended") for i in out.get(key, [])]
 
 
 def _install(dep: Deployment) -> str:
-    return dep._simulator("POST", "changes", json={"add": 1})["added"][0].lower()
+    return _change(dep, add=1)[0]
+
+
+def _inbox(dep: Deployment, iid: str) -> list[tuple]:
+    return _sql(dep, "SELECT event, status, applied_by FROM icr_webhook_inbox WHERE installation_id = %s "
+                     "ORDER BY seq", (iid,))
 
 
 def _active_runs(dep: Deployment) -> list[dict[str, Any]]:
@@ -84,28 +95,27 @@ def events(airflow_deployment: Deployment) -> dict[str, Any]:
     lost = _start_receiver(dep, "lost", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     wait_for(f"DAG {EVENTS_DAG} to be parsed", lambda: dep.api("GET", f"dags/{EVENTS_DAG}").ok, 180, dep.procs)
     dep.unpause(EVENTS_DAG)
-    # Warm-up, untimed: the first event waits until the triggerer runs the watcher.
-    # Each attempt is a new delivery (a replay would be refused, and not notified again).
+    _webhooks_to(dep, good)
+    # Warm-up, untimed: the first event waits until the triggerer runs the watcher. Each nudge is
+    # a new delivery (a replay is refused, and not notified again).
     first = _install(dep)
     deadline = time.monotonic() + 150
-    attempt = 0
     while not _visible(dep, {first}):
         assert time.monotonic() < deadline, "the first webhook event never reached the report\n" + dep.procs.tails()
-        _send(good, "installed", first, attempt=attempt)
-        attempt += 1
         time.sleep(3)
+        dep._simulator("POST", "webhooks/emit", json={"event": "newPermissionsAccepted", "installation_id": first})
     return {"good": good, "lost": lost}
 
 
 def test_fifty_installs_reach_the_report_within_a_minute(airflow_deployment: Deployment, events, say):
     dep = airflow_deployment
+    _webhooks_to(dep, events["good"], duplicate=0.2, out_of_order=0.1)
     started: dict[str, float] = {}
     arrived: dict[str, float] = {}
     for _ in range(INSTALLS):
         t0 = time.monotonic()
         iid = _install(dep)
         started[iid] = t0
-        _send(events["good"], "installed", iid)
         for seen in _visible(dep, set(started) - set(arrived)):
             arrived[seen] = time.monotonic()
         time.sleep(0.5)
@@ -122,9 +132,13 @@ def test_fifty_installs_reach_the_report_within_a_minute(airflow_deployment: Dep
         f"(target p95 <= {P95_TARGET_S:.0f}s)")
     assert len(arrived) == INSTALLS, f"never visible: {sorted(set(started) - set(arrived))}"
     assert p95 <= P95_TARGET_S
-    applied = _sql(dep, "SELECT count(*), count(DISTINCT applied_by) FROM icr_webhook_inbox "
-                        "WHERE status = 'applied' AND installation_id = ANY(%s)", (list(started),))[0]
-    assert applied[0] == INSTALLS
+    _webhooks_to(dep, events["good"])
+    applied = _sql(dep, "SELECT count(*) FROM icr_webhook_inbox WHERE status = 'applied' "
+                        "AND event = 'installed' AND installation_id = ANY(%s)", (list(started),))[0][0]
+    assert applied == INSTALLS  # duplicates were refused by the inbox
+    versions = _sql(dep, "SELECT count(*) FROM icr_installation_history WHERE installation_id::text = ANY(%s)",
+                    (list(started),))[0][0]
+    assert versions == INSTALLS  # one history version each: nothing applied twice
 
 
 def test_a_lost_notification_is_applied_once_by_the_next_run(airflow_deployment: Deployment, events):
@@ -132,16 +146,30 @@ def test_a_lost_notification_is_applied_once_by_the_next_run(airflow_deployment:
     # The runs still busy or queued (notifications that came during a run queue one more) end first.
     wait_for(f"no {EVENTS_DAG} run in progress", lambda: not _active_runs(dep) and (time.sleep(6) or True)
              and not _active_runs(dep), 180, dep.procs)
-    missed = _install(dep)
-    _send(events["lost"], "installed", missed)  # accepted (202), stored; its notification is lost
+    _webhooks_to(dep, events["lost"])
+    missed = _install(dep)  # accepted (202) and stored by the "lost" receiver; its notification is lost
+    wait_for("the missed install in the inbox", lambda: _inbox(dep, missed), 30, dep.procs, interval_s=0.5)
     time.sleep(5)
-    assert _sql(dep, "SELECT status FROM icr_webhook_inbox WHERE installation_id = %s", (missed,)) == [("pending",)]
+    assert [r[1] for r in _inbox(dep, missed)] == ["pending"]
     assert not _active_runs(dep)  # nothing woke the DAG
+    _webhooks_to(dep, events["good"])
     nudge = _install(dep)
-    _send(events["good"], "installed", nudge)
     wait_for("the missed and the next install in the report", lambda: _visible(dep, {missed, nudge}) == {missed, nudge},
              120, dep.procs)
-    rows = _sql(dep, "SELECT status, applied_by FROM icr_webhook_inbox WHERE installation_id = %s", (missed,))
-    assert [r[0] for r in rows] == ["applied"] and rows[0][1]
+    rows = _inbox(dep, missed)
+    assert [r[1] for r in rows] == ["applied"] and rows[0][2]
     history = _sql(dep, "SELECT count(*) FROM icr_installation_history WHERE installation_id::text = %s", (missed,))
     assert history == [(1,)]  # applied once: one version
+
+
+def test_suspend_removes_with_the_reason_and_unsuspend_restores(airflow_deployment: Deployment, events):
+    dep = airflow_deployment
+    _webhooks_to(dep, events["good"])
+    iid = _install(dep)
+    wait_for("the install in the report", lambda: _visible(dep, {iid}), 120, dep.procs)
+    _change(dep, suspend=[iid])
+    reason = "SELECT deleted_at IS NULL, removal_reason FROM icr_installations WHERE installation_id::text = %s"
+    wait_for("the suspension", lambda: _sql(dep, reason, (iid,)) == [(False, "suspended")], 120, dep.procs)
+    assert not _visible(dep, {iid})
+    _change(dep, unsuspend=[iid])
+    wait_for("the unsuspension", lambda: _sql(dep, reason, (iid,)) == [(True, None)], 120, dep.procs)

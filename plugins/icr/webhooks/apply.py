@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ INSTALLATION_EVENTS: dict[str, str | None] = {
 #: Events kept in the inbox for later use (status 'stored').
 STORED_EVENTS = frozenset({"warehouseTransaction", "organizationTransaction"})
 BATCH = 500
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 #: The event run keeps applying while events keep arriving: it ends after this many seconds
 #: without a new pending event (notifications published while the watcher re-subscribes after
 #: firing are lost by Redis pub/sub; the run that the previous one started catches their events),
@@ -207,6 +209,9 @@ def _problem(ev: Any) -> str | None:
         return f"event {ev.event!r} (inbox seq {ev.seq}) is not a known ICR event"
     if ev.event in INSTALLATION_EVENTS and not ev.installation_id:
         return f"{ev.event} event (inbox seq {ev.seq}) has no installation.id"
+    if ev.installation_id and not _UUID.fullmatch(str(ev.installation_id)):
+        # never put an unchecked id into the URL of the confirm call
+        return f"{ev.event} event (inbox seq {ev.seq}): installation.id {str(ev.installation_id)[:60]!r} is not a UUID"
     return None
 
 

@@ -210,12 +210,15 @@ def test_one_bad_event_never_stops_the_others(wh):
     deliver(wh, "somethingNew", good)
     deliver(wh, "installed", alien)
     deliver(wh, "installed", {"organization": {}})  # no installation id
+    deliver(wh, "installed", {"id": "../accessTokens"})  # never put into the confirm call's URL
     deliver(wh, "installed", good)
     result = apply(wh, icr)
-    assert (result.applied, result.failed) == (1, 5)
+    assert (result.applied, result.failed) == (1, 6)
     assert state(wh) == {good["id"]: (True, None)}
+    assert "../accessTokens" not in icr.calls
     by_event = statuses(wh)
-    assert [s for _, s, _ in by_event] == ["failed"] * 5 + ["applied"]
+    assert [s for _, s, _ in by_event] == ["failed"] * 6 + ["applied"]
+    assert "is not a UUID" in by_event[5][2]
     errors = [e for _, _, e in by_event[:5]]
     assert "createdAt" in errors[0] and broken["id"] in errors[0]
     assert "HTTP 503" in errors[1]

@@ -37,6 +37,7 @@ from icr.sync import SyncSettings, cleanup, extract, fail, load, migrate, verify
 from icr.warehouse.engine import DEFAULT_CONN_ID as WAREHOUSE_CONN_ID
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.runlog import RunContext
+from icr.webhooks.apply import apply_events_before_sync
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,13 @@ def icr_installations_sync() -> None:
         return migrate(Warehouse.from_airflow(WAREHOUSE_CONN_ID))
 
     @task
+    def apply_webhook_events() -> dict[str, Any]:
+        """Apply pending webhook events first (missed notifications included); the full list read
+        next then reconciles them and records any drift. Never fails the nightly run."""
+        return apply_events_before_sync(Warehouse.from_airflow(WAREHOUSE_CONN_ID), ICR_CONN_ID,
+                                        get_current_context()["run_id"])
+
+    @task
     @fail_fast
     def extract_installations() -> dict[str, Any]:
         """Fetch every page, normalize in chunks, stream into this run's staging tables."""
@@ -236,7 +244,7 @@ def icr_installations_sync() -> None:
     extracted = extract_installations()
     loaded = load_warehouse()
     verified = verify_load()
-    migrated >> extracted >> loaded >> verified
+    migrated >> apply_webhook_events() >> extracted >> loaded >> verified
     publish(verified)
 
 

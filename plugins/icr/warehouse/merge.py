@@ -24,6 +24,7 @@ from icr.timings import Timings
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
 from icr.warehouse.staging import Staging
+from icr.webhooks.reconcile import reconcile_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         log.warning("Run %s: accepting a mass removal of %d of %d installations (accept_mass_removal)",
                     row["run_id"], removing, active_before)
 
+    drift = reconcile_snapshot(steps.conn)  # webhook events vs this list (issue 23)
     for name in warehouse.dialect.write_state_steps:
         steps.run(name)
     steps.run("permissions_delete")
@@ -222,6 +224,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         "unchanged": staged - inserted - updated,
         "removed": removing,
         "removals_skipped": removals_skipped,
+        **drift,
         "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
     }
     if complete and counts["active_after"] != staged + active_rejected:

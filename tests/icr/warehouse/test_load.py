@@ -44,7 +44,7 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009"]
     assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
@@ -63,13 +63,13 @@ def test_first_load_fills_every_table(warehouse):
     assert row["status"] == "success" and row["records_fetched"] == 120 and row["snapshot_complete"]
     assert row["api_total"] == 120 and row["daily_rows"] == 120 and row["active_after"] == 120
     assert active_ids(warehouse) == {r["id"] for r in records}
-    # The contract view has exactly the contract's columns.
+    # The contract view has exactly the contract's columns (removal_reason: migration 0009, added last).
     with warehouse.read() as conn:
         cols = list(conn.execute(sa.text("SELECT * FROM icr_installations LIMIT 1")).keys())
     assert cols == ["installation_id", "app_id", "app_name_id", "organization_id", "organization_name",
                     "organization_type", "organization_country_code", "organization_is_public", "permissions",
                     "created_at", "updated_at", "first_seen_at", "last_seen_at", "deleted_at", "record_hash",
-                    "raw", "last_sync_run_id"]
+                    "raw", "last_sync_run_id", "removal_reason"]
     # One permission row per permission; projects granted by the 60 odd records.
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_permissions") == 120 + 60
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 120

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.migrations import apply_migrations
 from tests.conftest import icr_conn_json
-from tests.dags.conftest import airflow_env, run_steps
+from tests.dags.conftest import run_steps
+from tests.support.airflow_home import airflow_env
 from tests.icr.webhooks.test_apply import deliver
 
 pytestmark = pytest.mark.slow

@@ -25,7 +25,8 @@ from icr.warehouse.runlog import RunContext
 from icr.webhooks import inbox
 from icr.webhooks.apply import apply_pending, confirm_with
 from icr.webhooks.delivery import Delivery
-from tests.icr.warehouse.helpers import StaticHook, make_record
+from tests.icr.warehouse.helpers import StaticHook
+from tests.support.records import make_record
 
 _n = count(1)
 

@@ -28,7 +28,8 @@ def test_extract_and_load_fill_the_collector_the_summary_reads(warehouse):
     figures, staging's keying is timed on its own, and each merge statement under its name."""
     from icr.sync import NORMALIZE, STAGE, STAGING_FINISH, SyncSettings, cleanup, extract, load, migrate
     from icr.warehouse.runlog import RunContext
-    from tests.icr.warehouse.helpers import StaticHook, make_record
+    from tests.icr.warehouse.helpers import StaticHook
+    from tests.support.records import make_record
 
     run = RunContext(run_id="timings_run", logical_date=datetime.now(timezone.utc), dag_id="test")
     timings = Timings()

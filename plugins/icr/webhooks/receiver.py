@@ -1,10 +1,12 @@
 """The webhook receiver: an ASGI app (Starlette) that takes ICR's deliveries into the inbox.
 
 Per delivery: read the body (413 as soon as it passes the size limit), check it and its
-signature (:mod:`.delivery`: 403 / 400), write it to the inbox and commit (503 when the
-warehouse cannot take it, so that ICR retries), answer 202, then publish a small notification
-on Redis (:mod:`.notify`). A replay (same signedData) is answered 202 and not written twice.
-Each refused delivery gets one log line naming why; the secret and the signature never appear.
+signature (:mod:`.delivery`: 403 / 400), hand it to the inbox writer and wait for the commit
+(:mod:`.writer`, group commit; 503 when the warehouse cannot take it, so that ICR retries),
+answer 202; new deliveries are then announced on Redis (:mod:`.notify`). A replay (same
+signedData) is answered 202 and not written twice. Each refused delivery gets one log line
+naming why; the secret and the signature never appear. Accepted deliveries are logged at DEBUG
+and counted in a summary line every ``SUMMARY_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,16 +28,19 @@ from starlette.routing import Route
 from icr.warehouse.engine import Warehouse
 from icr.webhooks import inbox
 from icr.webhooks.delivery import Delivery, DeliveryRefused, parse_delivery
-from icr.webhooks.notify import Publisher, RedisPublisher
+from icr.webhooks.notify import Notifier, Publisher, RedisPublisher
 from icr.webhooks.secret import SecretSource, SecretUnavailable
 from icr.webhooks.settings import ReceiverSettings
 from icr.webhooks.signature import HEADER
+from icr.webhooks.writer import InboxWriter
 
 log = logging.getLogger(__name__)
 
+SUMMARY_EVERY_S = 60.0
+
 
 class Receiver:
-    """The state the endpoint needs: settings, warehouse, secret source, publisher."""
+    """The state the endpoint needs: settings, warehouse, secret, writer, notifier, counters."""
 
     def __init__(self, settings: ReceiverSettings, warehouse: Callable[[], Warehouse] | Warehouse,
                  secret: SecretSource, publisher: Publisher | None) -> None:
@@ -44,7 +50,10 @@ class Receiver:
         self._schema_ready = False
         self._ready_lock = threading.Lock()
         self.secret = secret
-        self.publisher = publisher
+        self.notifier = Notifier(publisher) if publisher is not None else None
+        self.writer = InboxWriter(self.store_many, self.notifier.enqueue if self.notifier else None)
+        self.counts: Counter[str] = Counter()
+        self._summary_at = time.monotonic()
 
     def ready(self) -> Warehouse:
         """The warehouse, with its migrations (the inbox table) applied once (blocking)."""
@@ -60,9 +69,18 @@ class Receiver:
                 self._schema_ready = True
             return self._warehouse
 
-    def store(self, delivery: Delivery) -> bool:
-        """Insert and commit (blocking; runs in a worker thread). True = new, False = replay."""
-        return inbox.insert_event(self.ready(), delivery)
+    def store_many(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """Insert and commit (blocking; runs in a worker thread). Returns the new delivery ids."""
+        return inbox.insert_events(self.ready(), deliveries)
+
+    def count(self, what: str) -> None:
+        self.counts[what] += 1
+        now = time.monotonic()
+        if now - self._summary_at >= SUMMARY_EVERY_S:
+            log.info("ICR webhook deliveries in the last %.0f s: %s", now - self._summary_at,
+                     ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
+            self.counts.clear()
+            self._summary_at = now
 
     def close(self) -> None:
         if self._warehouse is not None:
@@ -71,32 +89,35 @@ class Receiver:
 
 async def receive(request: Request) -> JSONResponse:
     rx: Receiver = request.app.state.receiver
-    client = request.client.host if request.client else "?"
     try:
         body = await read_body(request, rx.settings.max_body_bytes)
         secret = await rx.secret.get()
         delivery = parse_delivery(body, secret, request.headers.get(HEADER))
     except DeliveryRefused as refused:
+        client = request.client.host if request.client else "?"
         log.warning("Refused ICR webhook delivery from %s: %s (answered %d)", client, refused.reason, refused.status)
+        rx.count(f"refused ({refused.status})")
         return JSONResponse({"error": refused.reason}, status_code=refused.status)
     except SecretUnavailable as exc:
         log.error("Cannot check ICR webhook deliveries: %s (answered 503)", exc)
+        rx.count("unavailable (503)")
         return _unavailable(rx, "the receiver has no webhook secret configured")
     try:
-        new = await run_in_threadpool(rx.store, delivery)
+        new = await rx.writer.submit(delivery)
     except Exception as exc:  # noqa: BLE001 - any failure to commit means "not accepted, retry"
         log.error("Could not write ICR webhook delivery %s (%s) to the inbox: %s (answered 503)",
                   delivery.delivery_id[:16], delivery.event, _short(exc))
+        rx.count("unavailable (503)")
         return _unavailable(rx, "the warehouse cannot take the event now")
     if not new:
         log.info("ICR webhook delivery %s (%s) is a replay: already in the inbox, not written again",
                  delivery.delivery_id[:16], delivery.event)
+        rx.count("replays (202)")
         return JSONResponse({"delivery_id": delivery.delivery_id, "status": "duplicate"}, status_code=202)
-    log.info("Accepted ICR webhook delivery %s: %s for installation %s",
-             delivery.delivery_id[:16], delivery.event, delivery.installation_id)
-    task = BackgroundTask(rx.publisher.publish, delivery) if rx.publisher else None
-    return JSONResponse({"delivery_id": delivery.delivery_id, "status": "accepted"}, status_code=202,
-                        background=task)
+    log.debug("Accepted ICR webhook delivery %s: %s for installation %s",
+              delivery.delivery_id[:16], delivery.event, delivery.installation_id)
+    rx.count("accepted (202)")
+    return JSONResponse({"delivery_id": delivery.delivery_id, "status": "accepted"}, status_code=202)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -144,7 +165,8 @@ def _unavailable(rx: Receiver, why: str) -> JSONResponse:
 def _short(exc: BaseException) -> str:
     """The driver's message, without SQLAlchemy's echo of the statement and its parameters."""
     orig = getattr(exc, "orig", None) or exc
-    return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0][:300] if str(orig).strip() else ''}"
+    text = str(orig).strip()
+    return f"{type(orig).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 def create_app(settings: ReceiverSettings | None = None, *, warehouse: Any = None,
@@ -158,20 +180,23 @@ def create_app(settings: ReceiverSettings | None = None, *, warehouse: Any = Non
         warehouse = lambda: Warehouse.from_airflow(settings.warehouse_conn_id)  # noqa: E731
     if publisher is True:
         publisher = RedisPublisher.from_airflow(settings)
-    rx = Receiver(settings, warehouse, secret or SecretSource.from_airflow(settings),
-                  publisher or None)
+    rx = Receiver(settings, warehouse, secret or SecretSource.from_airflow(settings), publisher or None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("ICR webhook receiver: POST %s, body limit %d bytes, secret from connection %r, "
                  "notifications %s", settings.path, settings.max_body_bytes, settings.secret_conn_id,
-                 rx.publisher.describe() if rx.publisher else "off")
+                 rx.notifier.publisher.describe() if rx.notifier else "off")
         await _warm_up(rx)
+        if rx.notifier:
+            rx.notifier.start()
+        rx.writer.start()
         try:
             yield
         finally:
-            if rx.publisher:
-                await rx.publisher.close()
+            await rx.writer.stop()
+            if rx.notifier:
+                await rx.notifier.stop()
             rx.close()
 
     app = Starlette(routes=[Route(settings.path, receive, methods=["POST"]),

@@ -20,8 +20,8 @@ class RecordingPublisher:
         self.published: list[Delivery] = []
         self.closed = False
 
-    async def publish(self, delivery: Delivery) -> None:
-        self.published.append(delivery)
+    async def publish_many(self, deliveries: list[Delivery]) -> None:
+        self.published.extend(deliveries)
 
     async def close(self) -> None:
         self.closed = True

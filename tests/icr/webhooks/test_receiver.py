@@ -196,7 +196,7 @@ def test_redis_down_still_202_and_the_event_stays_pending(sqlite_warehouse, capl
         r = client.post(PATH, content=body, headers=headers)
     assert r.status_code == 202
     assert [e.delivery_id for e in inbox.pending(sqlite_warehouse)] == [r.json()["delivery_id"]]
-    assert "stays pending in the inbox" in captured_log_text(caplog)
+    assert "stay pending in the inbox" in captured_log_text(caplog)
 
 
 def test_concurrent_identical_deliveries_are_written_once(warehouse):

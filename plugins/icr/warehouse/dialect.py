@@ -49,6 +49,13 @@ class Dialect:
     #: statements that end the merge's temporary tables (PostgreSQL's drop on commit)
     merge_temp_cleanup: ClassVar[tuple[str, ...]]
 
+    #: how a statement names a temporary table (SQLite keeps them in the ``temp`` schema)
+    temp_schema_prefix: ClassVar[str] = ""
+
+    def drop_temp_sql(self, table: str) -> str:
+        """Drop a temporary table now (before the transaction ends)."""
+        return f"DROP TABLE {self.temp_schema_prefix}{table}"
+
     def lock(self, conn: Connection, key: int) -> None:
         """Serialize this write transaction with every other writer (already begun)."""
 
@@ -147,6 +154,7 @@ class SQLite(Dialect):
     write_state_steps = ("upsert_changed",)  # SQLite's upsert is cheap and does both at once
     rebuilds_indexes_on_first_load = False
     merge_temp_cleanup = ("DROP TABLE temp.icr_tmp_changes", "DROP TABLE temp.icr_tmp_removals")
+    temp_schema_prefix = "temp."
 
     # Writers take turns through BEGIN IMMEDIATE (engine.py): lock() has nothing to add.
 

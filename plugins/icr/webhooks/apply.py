@@ -267,7 +267,7 @@ def _write(warehouse: Warehouse, run_id: str, present: dict[str, Any], absent: d
 
 
 def _run(warehouse: Warehouse, conn: Connection, name: str, params: dict[str, Any], **tables: str) -> None:
-    sql = {**queries("common"), **queries(warehouse.dialect)}[name].format(**tables)
+    sql = {**queries("common"), **queries(warehouse.dialect.name)}[name].format(**tables)
     conn.execute(sa.text(sql), {k: v for k, v in params.items() if f":{k}" in sql})
 
 
@@ -279,14 +279,11 @@ def _upsert(warehouse: Warehouse, conn: Connection, staging: Staging, params: di
     conn.execute(sa.text(
         "UPDATE icr_installation_state SET removal_reason = NULL WHERE installation_id IN "
         "(SELECT installation_id FROM icr_tmp_changes WHERE action = 'restore')"))
-    for name in ("insert_new", "update_changed") if warehouse.dialect == "postgresql" else ("upsert_changed",):
+    for name in warehouse.dialect.write_state_steps:
         _run(warehouse, conn, name, params, **tables)
     for name in ("permissions_delete", "permissions_insert", "history_close_changed", "history_insert_changed"):
         _run(warehouse, conn, name, params, **tables)
-    if warehouse.dialect == "sqlite":
-        conn.exec_driver_sql("DROP TABLE temp.icr_tmp_changes")
-    else:
-        conn.exec_driver_sql("DROP TABLE icr_tmp_changes")
+    conn.exec_driver_sql(warehouse.dialect.drop_temp_sql("icr_tmp_changes"))
 
 
 def _remove(warehouse: Warehouse, conn: Connection, absent: dict[str, str | None], params: dict[str, Any]) -> None:
@@ -307,8 +304,7 @@ def _remove(warehouse: Warehouse, conn: Connection, absent: dict[str, str | None
         chosen = [i for i, r in absent.items() if r == reason]
         if chosen:
             _set_reason(conn, chosen, reason)
-    conn.exec_driver_sql("DROP TABLE temp.icr_tmp_removals" if warehouse.dialect == "sqlite"
-                         else "DROP TABLE icr_tmp_removals")
+    conn.exec_driver_sql(warehouse.dialect.drop_temp_sql("icr_tmp_removals"))
 
 
 def _set_reason(conn: Connection, ids: list[str], reason: str) -> None:

@@ -183,6 +183,17 @@ def _backend_gone(pg_admin_url, app_name, timeout=30.0) -> bool:
     return False
 
 
+def _advisory_waiters(pg_admin_url, dbname: str, timeout: float) -> int:
+    """How many backends of ``dbname`` wait for an advisory lock, as soon as one does (else after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = _admin(pg_admin_url, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                       f"WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = '{dbname}'")[0][0]
+        if waiting or time.monotonic() > deadline:
+            return waiting
+        time.sleep(0.1)
+
+
 def _cases(stage: str, merge_step: str, seed: int) -> list[tuple[str, str]]:
     """(where the child pauses to be killed, the state expected after the kill); "random:<seed>"
     kills at a seeded random moment instead of a pause. Only staging differs by dialect."""
@@ -348,14 +359,12 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
     try:
         _wait_for(lines, "PAUSED merge:mark_removed", 120, proc)
         t, result = _sync_in_thread(wh, env, "waiter")
-        time.sleep(3)  # a whole run takes well under a second here: still alive means it waits
-        assert t.is_alive() and not result, f"the second run did not wait for the merge lock: {result}"
-        if dialect == "postgresql":
-            admin = request.getfixturevalue("pg_admin_url")
-            waiting = _admin(admin, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                                    f"WHERE l.locktype = 'advisory' AND NOT l.granted "
-                                    f"AND d.datname = '{url.rsplit('/', 1)[1]}'")[0][0]
+        if dialect == "postgresql":  # poll until the second run queues on the advisory lock
+            waiting = _advisory_waiters(request.getfixturevalue("pg_admin_url"), url.rsplit("/", 1)[1], 60)
             assert waiting == 1, f"expected the second run queued on the advisory lock, found {waiting}"
+        else:  # SQLite shows no lock queue
+            time.sleep(3)  # a whole run takes well under a second here: still alive means it waits
+        assert t.is_alive() and not result, f"the second run did not wait for the merge lock: {result}"
     finally:
         proc.kill()  # SIGKILL the lock holder
         proc.wait(timeout=30)

@@ -13,6 +13,9 @@ Steps:
   {"api": {"method": "POST", "path": "/api/v2/...", "json": {...}}}
                                           a request to Airflow's own REST API app (in process;
                                           set AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True)
+  {"inbox": {"event": "uninstalled", "installation": {"id": "..."}}}
+                                          a webhook delivery written into the warehouse's inbox
+                                          (as the receiver stores it; no notification)
   {"fingerprint": "label", "ignore_run_ids": false}
                                           a hash of every warehouse table the sync writes
 Prints one ``DAGS_TEST_RESULT {json}`` line per step.
@@ -40,6 +43,17 @@ def _fingerprint(ignore_run_ids: bool) -> str:
     finally:
         warehouse.dispose()
     return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _deliver(step: dict) -> bool:
+    from icr.warehouse.engine import Warehouse
+    from tests.icr.webhooks.test_apply import deliver
+
+    warehouse = Warehouse.from_airflow()
+    try:
+        return deliver(warehouse, step["event"], step["installation"])
+    finally:
+        warehouse.dispose()
 
 
 def _task_instances(dag_id: str) -> list[dict]:
@@ -91,6 +105,9 @@ def main() -> int:
             resp = requests.post(f"{os.environ['ICR_SIM_URL']}/_sim/faults", json=step["sim_faults"], timeout=30)
             resp.raise_for_status()
             _emit({"sim_faults": step["sim_faults"], "status": resp.status_code})
+            continue
+        if "inbox" in step:
+            _emit({"inbox": step["inbox"]["event"], "inserted": _deliver(step["inbox"])})
             continue
         if "fingerprint" in step:
             _emit({"fingerprint": step["fingerprint"], "hash": _fingerprint(bool(step.get("ignore_run_ids")))})

@@ -30,7 +30,8 @@ from typing import Any
 
 import msgspec
 
-from icr.normalize import BadRecord, _encode_record, _encoding_problem
+from icr.jsontext import encode_record, encoding_problem
+from icr.normalize import BadRecord
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +275,9 @@ def _decode_record(span: bytes, at: str, rid: bytes | None) -> Any:
     except ValueError as exc:  # e.g. Python's limit on integer digits
         return _bad(at, f"record cannot be decoded: {str(exc)[:80]}", span, rid)
     try:
-        _encode_record(record)
+        encode_record(record)
     except (TypeError, ValueError, RecursionError) as exc:
-        return _bad(at, _encoding_problem(record, exc), span, rid)
+        return _bad(at, encoding_problem(record, exc), span, rid)
     return record
 
 

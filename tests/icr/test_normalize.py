@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 
+from icr import jsontext
 from icr import normalize as nz
 from icr.normalize import (
     STAGE_COLUMNS,
@@ -183,8 +184,8 @@ def test_raw_is_exactly_canonical_json_for_any_json_value(extra):
 def test_raw_identical_without_fast_encoder(monkeypatch):
     records = [sample(**{"organization.extra": {"f": 1e16, "s": "ñ"}}), SAMPLE]
     fast = normalize_records(records).frame
-    monkeypatch.setattr(nz, "_fast_json", None)
-    monkeypatch.setattr(nz, "_fast_pack", None)
+    monkeypatch.setattr(jsontext, "_fast_json", None)
+    monkeypatch.setattr(jsontext, "_fast_pack", None)
     slow = normalize_records(records).frame
     pd.testing.assert_frame_equal(fast, slow)
 

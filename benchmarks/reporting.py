@@ -28,7 +28,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from benchmarks.run import PG_ADMIN_URL, RESULTS, Database, log
+from benchmarks.pg import PG_ADMIN_URL, Database
+from benchmarks.processes import log
+from benchmarks.run import RESULTS
 from icr.warehouse import merge
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.migrations import apply_migrations

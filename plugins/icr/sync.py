@@ -24,6 +24,7 @@ from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.paging import fetch_installation
 from icr.provider import DEFAULT_PAGE_SIZE
+from icr.unchanged import KnownHashes
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
@@ -116,6 +117,8 @@ class _StreamResult:
     seconds: float = 0.0
     stage_seconds: float = 0.0
     normalize_seconds: float = 0.0
+    kept: int = 0  # records found unchanged before normalizing (only their ids are staged)
+    hash_seconds: float = 0.0  # deciding "unchanged" (hashing records, looking them up)
     recovered: int = 0
     complete: bool = False
     reason: str | None = None
@@ -142,10 +145,11 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
 
     staging = Staging(warehouse, run.run_id)
     staging.create()
+    known = _known_hashes(warehouse, settings)
     result = _StreamResult()
     attempts = max(1, settings.snapshot_attempts)
     for attempt in range(1, attempts + 1):
-        result = _stream_snapshot(hook, staging, settings)
+        result = _stream_snapshot(hook, staging, settings, known)
         complete, reason = bool(result.report.complete), result.report.reason
         if complete:
             result.recovered = _recover_skipped(hook, staging, settings)
@@ -167,7 +171,7 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         snapshot_source="api",
         snapshot_at=result.started_at,
         pages=result.pages,
-        records_fetched=result.valid + result.rejected,
+        records_fetched=result.valid + result.kept + result.rejected,
         rejected=result.rejected,
         duplicates=result.duplicates,
         api_total=report.total_last if report.total_last is not None else report.total_first,
@@ -178,28 +182,45 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         retries_by_reason=dict(stats.get("retries_by_reason", {}) or {}),
     )
     update_run(warehouse, run.run_id, **fields)
-    rate = (result.valid + result.rejected) / result.seconds if result.seconds else 0.0
-    log.info("Extract done: %d pages, %d records (%d rejected, %d duplicates dropped) in %.1fs (%.0f records/s); "
-             "snapshot %s", result.pages, result.valid + result.rejected, result.rejected, result.duplicates,
+    fetched = result.valid + result.kept + result.rejected
+    rate = fetched / result.seconds if result.seconds else 0.0
+    log.info("Extract done: %d pages, %d records (%d unchanged, %d rejected, %d duplicates dropped) in %.1fs "
+             "(%.0f records/s); snapshot %s", result.pages, fetched, result.kept, result.rejected, result.duplicates,
              result.seconds, rate, "complete" if result.complete else f"INCOMPLETE: {result.reason}")
     return {
         "run_id": run.run_id,
         "snapshot_source": "api",
         "pages": result.pages,
-        "records_fetched": result.valid + result.rejected,
+        "records_fetched": fetched,
         "rejected": result.rejected,
+        "unchanged_before_normalize": result.kept,
         "snapshot_complete": result.complete,
         "recovered": result.recovered,
         "seconds": round(result.seconds, 3),
         "normalize_seconds": round(result.normalize_seconds, 3),
         "stage_seconds": round(result.stage_seconds, 3),
+        "hash_seconds": round(result.hash_seconds, 3),
     }
+
+
+def _known_hashes(warehouse: Warehouse, settings: SyncSettings) -> KnownHashes | None:
+    """What the warehouse holds, to recognise unchanged records before normalizing them (None on a
+    first load, or on a full resync, which rewrites every row)."""
+    if settings.full_resync:
+        return None
+    t0 = time.monotonic()
+    known = KnownHashes.load(warehouse)
+    if known is not None:
+        log.info("Loaded %d active installations' record hashes (%.1f MB) in %.1fs: unchanged records are "
+                 "recognised before normalizing", len(known), known.nbytes / 1e6, time.monotonic() - t0)
+    return known
 
 
 _DONE = object()
 
 
-def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _StreamResult:
+def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings,
+                     known: KnownHashes | None = None) -> _StreamResult:
     pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency)
     pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
     stop = threading.Event()
@@ -234,7 +255,7 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
     def flush(writer: Any) -> None:
         if not buffer:
             return
-        _normalize_and_stage(writer, buffer, result)
+        _normalize_and_stage(writer, buffer, result, known)
         buffer.clear()
 
     try:
@@ -259,8 +280,8 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings) -> _
                 now = time.monotonic()
                 if now - last_log >= settings.progress_every_s:
                     last_log = now
-                    _log_progress(result.pages, page_count, result.valid + result.rejected + len(buffer), total,
-                                  now - t0)
+                    done = result.valid + result.kept + result.rejected + len(buffer)
+                    _log_progress(result.pages, page_count, done, total, now - t0)
             flush(writer)
     finally:
         stop.set()
@@ -339,9 +360,22 @@ def _staging_pass(staging: Staging, result: _StreamResult) -> Iterator[Any]:
     result.stage_seconds += time.monotonic() - c0
 
 
-def _normalize_and_stage(writer: Any, records: list[Any], result: _StreamResult) -> None:
+def _normalize_and_stage(writer: Any, records: list[Any], result: _StreamResult,
+                         known: KnownHashes | None = None) -> None:
     """The loader's step: normalize one chunk and append it to the open staging writer, timed
-    and counted in ``result`` (the benchmark times the same step on records in memory)."""
+    and counted in ``result`` (the benchmark times the same step on records in memory). With
+    ``known``, records the warehouse already holds unchanged are only counted and their ids
+    staged (icr.unchanged); the rest are normalized."""
+    if known is not None:
+        h0 = time.monotonic()
+        split = known.split(records)
+        writer.staging.write_kept(split.kept_ids)
+        records = split.fresh
+        result.kept += len(split.kept_ids)
+        result.duplicates += split.duplicates
+        result.hash_seconds += time.monotonic() - h0
+        if not records:
+            return
     n0 = time.monotonic()
     chunk = normalize_records(records)
     n1 = time.monotonic()

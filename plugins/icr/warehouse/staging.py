@@ -48,13 +48,18 @@ _TIME_COLUMNS = ("created_at", "updated_at")
 SQLITE_BATCH = 2_000
 
 
-_STAGE_NAME = re.compile(r"icr_stage_(?:rej_)?[0-9a-f]{16}")
+_STAGE_NAME = re.compile(r"icr_stage_(?:rej_|kept_)?[0-9a-f]{16}")
 
 
 def stage_names(run_id: str) -> tuple[str, str]:
     """The run's (rows, rejects) staging table names: stable per run id, safe as identifiers."""
     key = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:16]
     return f"icr_stage_{key}", f"icr_stage_rej_{key}"
+
+
+def kept_name(run_id: str) -> str:
+    """The run's table of kept ids: records the extract found unchanged (see icr.unchanged)."""
+    return "icr_stage_kept_" + stage_names(run_id)[0].rsplit("_", 1)[1]
 
 
 def drop_orphaned_staging(warehouse: Warehouse, running_run_ids: Callable[[], Iterable[str]]) -> list[str]:
@@ -68,7 +73,7 @@ def drop_orphaned_staging(warehouse: Warehouse, running_run_ids: Callable[[], It
     tables = [t for t in sa.inspect(warehouse.engine).get_table_names() if _STAGE_NAME.fullmatch(t)]
     if not tables:
         return []
-    keep = {name for run_id in running_run_ids() for name in stage_names(run_id)}
+    keep = {name for run_id in running_run_ids() for name in (*stage_names(run_id), kept_name(run_id))}
     orphans = [t for t in tables if t not in keep]
     if orphans:
         with warehouse.engine.begin() as conn:
@@ -85,6 +90,7 @@ class Staging:
         self.warehouse = warehouse
         self.run_id = run_id
         self.table, self.rejects_table = stage_names(run_id)
+        self.kept_table = kept_name(run_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def create(self) -> None:
@@ -97,7 +103,10 @@ class Staging:
         with self.warehouse.engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.table}")
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.rejects_table}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.kept_table}")
             conn.exec_driver_sql(f"CREATE {unlogged}TABLE {self.table} (\n  {cols}\n)")
+            conn.exec_driver_sql(f"CREATE {unlogged}TABLE {self.kept_table} "
+                                 f"(installation_id {types['installation_id']})")
             conn.exec_driver_sql(
                 f"CREATE {unlogged}TABLE {self.rejects_table} "
                 f"(installation_id {default}, reason {default} NOT NULL, raw {default} NOT NULL)")
@@ -106,7 +115,9 @@ class Staging:
         with self.warehouse.engine.begin() as conn:
             if self.warehouse.dialect == "sqlite":  # the next pass inserts without the key again
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {self.table}_key")
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {self.kept_table}_key")
             conn.exec_driver_sql(f"DELETE FROM {self.table}")
+            conn.exec_driver_sql(f"DELETE FROM {self.kept_table}")
             conn.exec_driver_sql(f"DELETE FROM {self.rejects_table}")
 
     def finish(self) -> None:
@@ -117,9 +128,11 @@ class Staging:
         if self.warehouse.dialect == "postgresql":
             with self.warehouse.engine.begin() as conn:
                 conn.exec_driver_sql(f"ALTER TABLE {self.table} ADD PRIMARY KEY (installation_id)")
+                conn.exec_driver_sql(f"ALTER TABLE {self.kept_table} ADD PRIMARY KEY (installation_id)")
                 conn.exec_driver_sql(f"CREATE INDEX ON {self.rejects_table} (installation_id)")
                 conn.exec_driver_sql(f"ANALYZE {self.table}")
                 conn.exec_driver_sql(f"ANALYZE {self.rejects_table}")
+                conn.exec_driver_sql(f"ANALYZE {self.kept_table}")
         else:
             self._index_sqlite()
             with self.warehouse.engine.begin() as conn:
@@ -136,11 +149,14 @@ class Staging:
         with self.warehouse.engine.begin() as conn:
             conn.exec_driver_sql(
                 f"CREATE UNIQUE INDEX IF NOT EXISTS {self.table}_key ON {self.table} (installation_id)")
+            conn.exec_driver_sql(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.kept_table}_key ON {self.kept_table} (installation_id)")
 
     def drop(self) -> None:
         with self.warehouse.engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.table}")
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.rejects_table}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.kept_table}")
 
     def exists(self) -> bool:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
@@ -157,6 +173,7 @@ class Staging:
             "SELECT CAST(t.installation_id AS TEXT) AS id FROM icr_installation_state t "
             "WHERE t.deleted_at IS NULL "
             f"AND NOT EXISTS (SELECT 1 FROM {self.table} s WHERE s.installation_id = t.installation_id) "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.kept_table} k WHERE k.installation_id = t.installation_id) "
             f"AND NOT EXISTS (SELECT 1 FROM {self.rejects_table} r "
             "WHERE r.installation_id = CAST(t.installation_id AS TEXT))")
         if self.warehouse.dialect == "postgresql":
@@ -182,6 +199,21 @@ class Staging:
                 "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL").scalar_one())
 
     # -- writing -------------------------------------------------------------------------------
+    def write_kept(self, ids: Sequence[str]) -> None:
+        """Append the ids of records found unchanged (canonical lower-case UUIDs), on a connection
+        of their own (the rows' COPY may be open on another): one small COPY or batched insert."""
+        if not ids:
+            return
+        with self.warehouse.engine.begin() as conn:
+            if self.warehouse.dialect == "postgresql":
+                cursor = conn.connection.driver_connection.cursor()
+                with cursor.copy(f"COPY {self.kept_table} (installation_id) FROM STDIN") as copy:
+                    copy.write(("\n".join(ids) + "\n").encode("ascii"))
+                cursor.close()
+            else:
+                conn.connection.driver_connection.executemany(
+                    f"INSERT INTO {self.kept_table} (installation_id) VALUES (?)", [(i,) for i in ids])
+
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
         """Append one normalized chunk (and its rejects) in one round of bulk I/O."""
         with self.writer() as writer:

@@ -148,7 +148,9 @@ def _nightly(size: dict[str, Any], key: str) -> dict[str, Any] | None:
     return {"seconds": run["end_to_end_seconds"], "fetch_only_seconds": fetch,
             "over_fetch_only": run["end_to_end_seconds"] / fetch if fetch else None,
             "rows_written": wrote.get("rows_written"), "size_growth_bytes": wrote.get("size_growth_bytes"),
-            "extract_seconds": run["extract_wall"], "load_seconds": run["load_wall"]}
+            "extract_seconds": run["extract_wall"], "load_seconds": run["load_wall"],
+            "hash_seconds": run["extract"].get("hash_seconds"), "normalize_seconds": run["extract"].get("normalize_seconds"),
+            "unchanged_before_normalize": run["extract"].get("unchanged_before_normalize")}
 
 
 def _against_dlt(size: dict[str, Any]) -> dict[str, Any]:

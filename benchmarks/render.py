@@ -162,14 +162,19 @@ def _round_two_lines(size: dict[str, Any], d: dict[str, Any]) -> list[str]:
         tables = size["bare_copy_all_tables"]["tables"]
         lines.append("  bare COPY per table (s): " + ", ".join(
             f"{t} {p['rows']:,} rows {p['seconds']:.2f}" for t, p in tables.items()))
-    lines.append(f"{'nightly run':<34}{'wall s':>10}{'/ fetch only':>14}{'rows written':>14}{'growth':>12}")
+    lines.append(f"{'nightly run':<30}{'wall s':>8}{'/ fetch only':>13}{'extract s':>10}{'load s':>8}"
+                 f"{'hash s':>8}{'normalize s':>12}{'kept':>10}{'rows written':>14}{'growth':>11}")
     for key, label in (("rerun_no_change", "no change"), ("rerun_changes", "1% changed, 0.5% removed")):
         night = d.get("nightly", {}).get(key)
         if night:
             growth = night["size_growth_bytes"]
-            lines.append(f"{'  ' + label:<34}{_f(night['seconds'], 2):>10}{_f(night['over_fetch_only'], 2):>14}"
-                         f"{_f(night['rows_written']):>14}{_f(None if growth is None else growth / 1e6, 2) + ' MB':>12}")
-    lines.append("  rows written = n_tup_ins + n_tup_upd + n_tup_del over every icr_* table (staging excluded)")
+            lines.append(f"{'  ' + label:<30}{_f(night['seconds'], 2):>8}{_f(night['over_fetch_only'], 2):>13}"
+                         f"{_f(night['extract_seconds'], 2):>10}{_f(night['load_seconds'], 2):>8}"
+                         f"{_f(night['hash_seconds'], 2):>8}{_f(night['normalize_seconds'], 2):>12}"
+                         f"{_f(night['unchanged_before_normalize']):>10}{_f(night['rows_written']):>14}"
+                         f"{_f(None if growth is None else growth / 1e6, 2) + ' MB':>11}")
+    lines.append("  kept = records found unchanged before normalizing (only their ids staged); rows written = "
+                 "n_tup_ins + n_tup_upd + n_tup_del over every icr_* table (staging excluded)")
     dlt = d.get("dlt")
     if dlt:
         ver = size["dlt"]["first"].get("dlt_version", "?")

@@ -32,6 +32,17 @@ from benchmarks.targets import check_targets
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _chosen_sizes(choice: str, sizes: list[int]) -> set[int]:
+    """The sizes a section runs at: 'smallest', 'all', 'none' or a comma-separated list."""
+    if choice == "smallest":
+        return set(sizes[:1])
+    if choice == "all":
+        return set(sizes)
+    if choice == "none":
+        return set()
+    return {int(x) for x in choice.split(",")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Benchmark the ICR sync against the simulator and PostgreSQL.")
     p.add_argument("--installations", type=int, default=1_000_000)
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dlt", dest="dlt", action="store_true", default=None,
                    help="run the dlt peer (default: on, except with --smoke)")
     p.add_argument("--no-dlt", dest="dlt", action="store_false", help="skip the dlt peer")
+    p.add_argument("--dlt-sizes", default="all", help="'smallest', 'all', 'none' or comma-separated sizes "
+                                                      "(dlt takes minutes per 100,000 installations)")
     p.add_argument("--dlt-python", help="a Python with benchmarks/requirements-dlt.txt installed "
                                         "(default: benchmarks/.venv-dlt, made on first use)")
     opts = p.parse_args(argv)
@@ -82,14 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [opts.installations]
     if opts.only_concurrency:
         sizes = []
-    if opts.proxy_sizes == "smallest":
-        proxy_sizes = set(sizes[:1])
-    elif opts.proxy_sizes == "all":
-        proxy_sizes = set(sizes)
-    elif opts.proxy_sizes == "none":
-        proxy_sizes = set()
-    else:
-        proxy_sizes = {int(x) for x in opts.proxy_sizes.split(",")}
+    proxy_sizes = _chosen_sizes(opts.proxy_sizes, sizes)
+    opts.dlt_sizes = _chosen_sizes(opts.dlt_sizes, sizes) if opts.dlt else set()
 
     started = datetime.now(timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="icr-bench-"))
     try:
         for n in sizes:
-            size = measure_size(n, opts, workdir, n in proxy_sizes)
+            size = measure_size(n, opts, workdir, n in proxy_sizes, n in opts.dlt_sizes)
             size["derived"] = derive(size)
             result["sizes"].append(size)
             if len(sizes) > 1:  # keep what is done if a later, larger size fails or is stopped

@@ -41,7 +41,8 @@ def _sync(db: Database, conn: str, measured: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bool) -> dict[str, Any]:
+def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bool,
+                 with_dlt: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"installations": n}
     log(f"size {n:,}: starting the simulator (pre-generating {n:,} records)")
     sim = Simulator(n, opts.seed, workdir)
@@ -65,7 +66,7 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         out["stock"] = measure_stock(db, conn, min(n, opts.stock_sample), opts.page_size)
         log("sync #2 (no changes)")
         out["rerun_no_change"] = _sync(db, conn, measured)
-        if opts.dlt:
+        if with_dlt:
             dbs.append(Database(opts.pg_url, tag + "_dlt"))
             out["dlt"] = measure_dlt(sim, dbs[-1], opts, workdir)
 

@@ -3,20 +3,22 @@
 A record whose canonical JSON hashes to the ``record_hash`` the warehouse holds for the same
 active installation is byte-for-byte what was stored: normalizing it, staging its columns and
 comparing it in SQL would only confirm that. :class:`KnownHashes` holds the warehouse's active
-installations compactly (a 64-bit lookup key, the id's 128 bits and the hash's first 64 bits: four ``uint64``
-arrays, 32 bytes an installation, 32 MB at a million) and :meth:`KnownHashes.split` sends each chunk's
-records either on to ``normalize_records`` (new, changed, returning, or anything it cannot
-judge: not an object, no valid id, not encodable) or to the list of kept ids. The extract stages
-only the kept *ids*; the load counts them as present and unchanged, so removals, counts and
-the quality checks stay what they were, and only new and changed records are normalized,
-staged in full and merged.
+installations compactly — a 64-bit key of the id and the hash's first 64 bits, two sorted numpy
+arrays, 16 bytes an installation (16 MB at a million) — and :meth:`KnownHashes.split` sends each
+chunk's records either on to ``normalize_records`` (new, changed, returning, or anything it
+cannot judge: not an object, no string id, not encodable) or to the list of kept ids. The
+extract stages only the kept *ids*; the load counts them as present and unchanged, so removals,
+counts and the quality checks stay what they were, and only new and changed records are
+normalized, staged in full and merged.
 
-Safe by construction: a record is kept only when its id and its hash prefix both match; two
-installations sharing the id's first 64 bits, or a hash collision in 64 bits, at worst send a
-record down the full path (where SQL compares the full hash); ids sharing a lookup key are told
-apart by their whole 128 bits. What counts as "the same record"
-is exactly what ``record_hash`` already means: the SHA-256 of the canonical JSON of the record
-as received (see :mod:`icr.normalize`).
+Per record it costs one canonical JSON encode and one SHA-256, about a fifth of normalizing it.
+The id's key is Python's own string hash, computed in the same process as the arrays (it is
+salted per process, never stored). A record is kept only when both its id key and its hash
+prefix match an active installation's: a wrong "unchanged" needs two independent 64-bit
+collisions at once. Anything encoded differently from the stored canonical form (a float that
+msgspec writes otherwise) only sends the record down the full path, where SQL compares the
+whole hash. What counts as "the same record" is exactly what ``record_hash`` already means: the
+SHA-256 of the canonical JSON of the record as received (see :mod:`icr.normalize`).
 """
 
 from __future__ import annotations
@@ -29,19 +31,24 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from icr.normalize import _UUID_RE, _encode_record
+from icr.normalize import _exact_encode, _fast_json
 from icr.warehouse.engine import Warehouse
 
 log = logging.getLogger(__name__)
 
 _BATCH = 100_000  # rows converted at a time while loading (bounds the transient Python lists)
-_MASK64 = (1 << 64) - 1
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads ids whose high bits agree (sequential, time-ordered)
+_SIGN = 1 << 63
 
 
-def _key(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """The sort key: both halves of the id mixed into 64 bits (uint64 arithmetic wraps)."""
-    return lo ^ (hi * _MIX)
+def _key(installation_id: str) -> int:
+    """The id's lookup key: the string hash of its lower-case text (64-bit, this process only)."""
+    return hash(installation_id)
+
+
+def _digest(hex_hash: str) -> int:
+    """The first 64 bits of a hex SHA-256, as a signed 64-bit int."""
+    value = int(hex_hash[:16], 16)
+    return value - (1 << 64) if value >= _SIGN else value
 
 
 @dataclass
@@ -54,20 +61,18 @@ class Split:
 
 
 class KnownHashes:
-    """The warehouse's active installations: id -> record_hash prefix, arrays sorted by a key
-    mixed from the id (looked up with ``searchsorted``, then the whole id compared)."""
+    """The warehouse's active installations: id key -> record_hash prefix, sorted by key."""
 
-    def __init__(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray) -> None:
-        key = _key(hi, lo)
-        order = np.argsort(key, kind="stable")
-        self.key, self.hi, self.lo, self.digest = key[order], hi[order], lo[order], digest[order]
+    def __init__(self, keys: np.ndarray, digests: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.digests = keys[order], digests[order]
 
     def __len__(self) -> int:
-        return int(self.hi.size)
+        return int(self.keys.size)
 
     @property
     def nbytes(self) -> int:
-        return int(self.key.nbytes + self.hi.nbytes + self.lo.nbytes + self.digest.nbytes)
+        return int(self.keys.nbytes + self.digests.nbytes)
 
     @classmethod
     def load(cls, warehouse: Warehouse) -> KnownHashes | None:
@@ -75,20 +80,16 @@ class KnownHashes:
         load has nothing to compare with, and skips the hashing)."""
         sql = ("SELECT CAST(installation_id AS TEXT), record_hash FROM icr_installation_state "
                "WHERE deleted_at IS NULL")
-        his: list[np.ndarray] = []
-        los: list[np.ndarray] = []
+        keys: list[np.ndarray] = []
         digests: list[np.ndarray] = []
         with warehouse.read() as conn:
             result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(sa.text(sql))
             for part in result.partitions(_BATCH):
-                ids = [int(row[0].replace("-", ""), 16) for row in part]
-                his.append(np.fromiter((v >> 64 for v in ids), dtype=np.uint64, count=len(ids)))
-                los.append(np.fromiter((v & _MASK64 for v in ids), dtype=np.uint64, count=len(ids)))
-                digests.append(np.fromiter((int(row[1][:16], 16) for row in part), dtype=np.uint64,
-                                           count=len(part)))
-        if not his:
+                keys.append(np.fromiter((_key(row[0].lower()) for row in part), dtype=np.int64, count=len(part)))
+                digests.append(np.fromiter((_digest(row[1]) for row in part), dtype=np.int64, count=len(part)))
+        if not keys:
             return None
-        return cls(np.concatenate(his), np.concatenate(los), np.concatenate(digests))
+        return cls(np.concatenate(keys), np.concatenate(digests))
 
     def split(self, records: list[Any]) -> Split:
         """Records whose id and hash match an active installation become kept ids; the rest go on
@@ -96,29 +97,27 @@ class KnownHashes:
         ``normalize_records``."""
         out = Split()
         ids: list[str | None] = []  # per record: its lower-case id, or None (normalize judges it)
-        his: list[int] = []
-        los: list[int] = []
+        keys: list[int] = []
         digests: list[int] = []
-        uuid_match = _UUID_RE.fullmatch
+        encode = _fast_json or _exact_encode_bytes
         sha256 = hashlib.sha256
         for rec in records:
             rid = rec.get("id") if type(rec) is dict else None
             raw = None
-            if type(rid) is str and len(rid) == 36 and uuid_match(rid) is not None:
+            if type(rid) is str and len(rid) == 36:  # a UUID's length; normalize judges the rest
                 try:
-                    raw = _encode_record(rec)
+                    raw = encode(rec)
                 except Exception:  # noqa: BLE001 - normalize names the problem in its reject
                     raw = None
             if raw is None:
                 ids.append(None)
                 continue
-            value = int(rid.replace("-", ""), 16)
-            ids.append(rid.lower())
-            his.append(value >> 64)
-            los.append(value & _MASK64)
-            digests.append(int.from_bytes(sha256(raw).digest()[:8], "big"))
-        same = iter(self._matches(np.array(his, dtype=np.uint64), np.array(los, dtype=np.uint64),
-                                  np.array(digests, dtype=np.uint64)).tolist() if his else ())
+            iid = rid.lower()
+            ids.append(iid)
+            keys.append(_key(iid))
+            digests.append(int.from_bytes(sha256(raw).digest()[:8], "big", signed=True))
+        same = iter(self._matches(np.array(keys, dtype=np.int64), np.array(digests, dtype=np.int64)).tolist()
+                    if keys else ())
         seen: dict[str, bool] = {}  # id -> kept (True) or sent on (False)
         for rec, iid in zip(records, ids):
             if iid is None:
@@ -135,19 +134,22 @@ class KnownHashes:
                 out.fresh.append(rec)  # normalize keeps its first copy and drops the others
         return out
 
-    def _matches(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray) -> np.ndarray:
-        size = self.hi.size
+    def _matches(self, keys: np.ndarray, digests: np.ndarray) -> np.ndarray:
+        size = self.keys.size
         if not size:
-            return np.zeros(hi.size, dtype=bool)
-        key = _key(hi, lo)
-        at = np.minimum(np.searchsorted(self.key, key), size - 1)
-        found = (self.hi[at] == hi) & (self.lo[at] == lo)
-        # Two ids with the same key (rare): look further along the run of equal keys.
-        for i in np.flatnonzero(~found & (self.key[at] == key)).tolist():
+            return np.zeros(keys.size, dtype=bool)
+        at = np.minimum(np.searchsorted(self.keys, keys), size - 1)
+        found = (self.keys[at] == keys) & (self.digests[at] == digests)
+        # Ids sharing a key (rare): any entry of the run of equal keys may hold the digest.
+        for i in np.flatnonzero(~found & (self.keys[at] == keys)).tolist():
             j = int(at[i]) + 1
-            while j < size and self.key[j] == key[i]:
-                if self.hi[j] == hi[i] and self.lo[j] == lo[i]:
-                    at[i], found[i] = j, True
+            while j < size and self.keys[j] == keys[i]:
+                if self.digests[j] == digests[i]:
+                    found[i] = True
                     break
                 j += 1
-        return found & (self.digest[at] == digest)
+        return found
+
+
+def _exact_encode_bytes(record: Any) -> bytes:
+    return _exact_encode(record).encode("utf-8")

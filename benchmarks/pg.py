@@ -133,28 +133,35 @@ def bare_copy_all(db: Database, tables: list[str]) -> dict[str, Any]:
             "rows": sum(p["rows"] for p in parts.values())}
 
 
-def warehouse_totals(db: Database) -> dict[str, int]:
-    """Rows written (n_tup_ins + n_tup_upd + n_tup_del) and bytes of every icr_* table, settled."""
+def warehouse_totals(db: Database) -> dict[str, Any]:
+    """Rows written (n_tup_ins + n_tup_upd + n_tup_del) and bytes of every icr_* table (staging and
+    the stock baseline's table left out), per table and in total, once the counters settle."""
     last = None
     for _ in range(100):
         with db.connect() as conn:
             conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(
-                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0), "
-                "coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_stat_user_tables "
-                "WHERE relname LIKE 'icr\\_%' AND relname NOT LIKE 'icr\\_stage%' "
-                "AND relname NOT LIKE 'icr\\_stock%'").fetchone()
-        now = {"rows_written": int(row[0]), "bytes": int(row[1])}
+            rows = conn.execute(
+                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del, pg_total_relation_size(relid) "
+                "FROM pg_stat_user_tables WHERE relname LIKE 'icr\\_%' AND relname NOT LIKE 'icr\\_stage%' "
+                "AND relname NOT LIKE 'icr\\_stock%'").fetchall()
+        now = {name: (int(written), int(size)) for name, written, size in rows}
         if now == last:
-            return now
+            break
         last = now
         time.sleep(0.3)
-    return last or {}
+    per_table = last or {}
+    return {"rows_written": sum(w for w, _ in per_table.values()), "bytes": sum(b for _, b in per_table.values()),
+            "per_table": {name: {"rows_written": w, "bytes": b} for name, (w, b) in per_table.items()}}
 
 
-def totals_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+def totals_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What a run wrote: rows and bytes in total, and the rows of each table that wrote any."""
+    old = before.get("per_table", {})
+    tables = {name: v["rows_written"] - old.get(name, {}).get("rows_written", 0)
+              for name, v in after.get("per_table", {}).items()}
     return {"rows_written": after["rows_written"] - before["rows_written"],
-            "size_growth_bytes": after["bytes"] - before["bytes"]}
+            "size_growth_bytes": after["bytes"] - before["bytes"],
+            "rows_written_by_table": {k: v for k, v in sorted(tables.items()) if v}}
 
 
 def pg_version(url: str) -> str:

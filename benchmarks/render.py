@@ -173,6 +173,9 @@ def _round_two_lines(size: dict[str, Any], d: dict[str, Any]) -> list[str]:
                          f"{_f(night['hash_seconds'], 2):>8}{_f(night['normalize_seconds'], 2):>12}"
                          f"{_f(night['unchanged_before_normalize']):>10}{_f(night['rows_written']):>14}"
                          f"{_f(None if growth is None else growth / 1e6, 2) + ' MB':>11}")
+    quiet = size.get("rerun_no_change", {}).get("warehouse", {}).get("rows_written_by_table")
+    if quiet:
+        lines.append("  no change, rows written by table: " + ", ".join(f"{t} {n:,}" for t, n in quiet.items()))
     lines.append("  kept = records found unchanged before normalizing (only their ids staged); rows written = "
                  "n_tup_ins + n_tup_upd + n_tup_del over every icr_* table (staging excluded)")
     dlt = d.get("dlt")

@@ -40,16 +40,12 @@ def _peak_mb() -> float:
 def task_sync(args: dict[str, Any]) -> dict[str, Any]:
     from benchmarks import cpu
     from icr.hooks import ICRHook
-    from icr.sync import SyncSettings, cleanup, extract, load, migrate, verify
+    from icr.sync import NORMALIZE, STAGE, SyncSettings, cleanup, extract, load, migrate, verify
+    from icr.timings import Timings
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.runlog import RunContext
 
-    try:
-        from benchmarks import instrument
-
-        timings = instrument.install()
-    except Exception:  # the breakdown is a bonus; never fail the measurement for it
-        timings = {}
+    timings = Timings()  # each merge statement's seconds, and the staged rows' keying
     warehouse = Warehouse.from_url(args["warehouse_url"])
     hook = ICRHook(icr_conn_id="icr_default")
     settings = SyncSettings(page_size=args.get("page_size"), concurrency=args.get("concurrency"))
@@ -60,10 +56,10 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
     migrate(warehouse)
     t1 = time.monotonic()
     c1 = cpu.sample(pids)
-    extracted = extract(warehouse, hook, run, settings)
+    extracted = extract(warehouse, hook, run, settings, timings)
     t2 = time.monotonic()
     c2 = cpu.sample(pids)
-    loaded = load(warehouse, run, settings)
+    loaded = load(warehouse, run, settings, timings)
     t3 = time.monotonic()
     c3 = cpu.sample(pids)
     verified = verify(warehouse, run)
@@ -87,7 +83,8 @@ def task_sync(args: dict[str, Any]) -> dict[str, Any]:
         "verify": verified,
         "api_requests": int(api_requests),
         "client_stats": stats,
-        "breakdown_seconds": {k: round(v, 3) for k, v in sorted(timings.items(), key=lambda kv: -kv[1])},
+        "breakdown_seconds": {k: round(v, 3) for k, v in timings.as_dict().items()
+                              if k not in (NORMALIZE, STAGE)},  # those two are the extract's own lines
         "cpu_seconds": {"migrate": cpu.delta(c0, c1), "extract": cpu.delta(c1, c2), "load": cpu.delta(c2, c3)},
         "peak_rss_mb": _peak_mb(),
     }
@@ -173,32 +170,28 @@ def task_stock(args: dict[str, Any]) -> dict[str, Any]:
 def _ours_on_records(records: list[dict[str, Any]], warehouse_url: str) -> dict[str, Any]:
     """Our normalize + stage on the stock sample's records, in memory as the stock path gets them.
 
-    The same calls the extract makes (``normalize_records`` per chunk, one ``StageWriter`` COPY,
-    ``Staging.finish``), minus the fetching thread that shares the interpreter lock with them in
+    The extract's own path (``icr.sync.stage_records``: ``normalize_records`` per chunk, one
+    ``StageWriter`` COPY, ``Staging.finish``), minus the fetching thread that shares the interpreter lock with them in
     a real run: the stock path is timed on records already fetched, and so is this. The merge is
     not repeated here (the full-size sync measured it); the staging table is dropped afterwards.
     """
     import uuid
 
-    from icr.sync import SyncSettings, _finish_staging, _normalize_and_stage, _staging_pass, _StreamResult
+    from icr.sync import NORMALIZE, STAGE, SyncSettings, stage_records
+    from icr.timings import Timings
     from icr.warehouse.engine import Warehouse
     from icr.warehouse.staging import Staging
 
-    chunk = SyncSettings().chunk_records
     warehouse = Warehouse.from_url(warehouse_url)
     staging = Staging(warehouse, f"bench-same-records-{uuid.uuid4().hex[:8]}")
     staging.create()
-    result = _StreamResult()
+    timings = Timings()
     try:
-        with _staging_pass(staging, result) as writer:
-            for start in range(0, len(records), chunk):
-                _normalize_and_stage(writer, records[start:start + chunk], result)
-        _finish_staging(staging, result)
+        rows = stage_records(staging, records, chunk_records=SyncSettings().chunk_records, timings=timings)
     finally:
         staging.drop()
         warehouse.dispose()
-    return {"normalize_seconds": result.normalize_seconds, "stage_seconds": result.stage_seconds,
-            "rows": result.valid}
+    return {"normalize_seconds": timings[NORMALIZE], "stage_seconds": timings[STAGE], "rows": rows}
 
 
 TASKS = {"sync": task_sync, "fetch": task_fetch, "stock": task_stock}

@@ -14,9 +14,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -24,18 +24,15 @@ from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.paging import fetch_installation
 from icr.provider import DEFAULT_PAGE_SIZE
+from icr.timings import Timings
 from icr.unchanged import KnownHashes
+from icr.warehouse import removals
 from icr.warehouse.engine import Warehouse
+from icr.warehouse.housekeeping import start_run
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
-from icr.warehouse.runlog import (
-    RunContext,
-    fail_run,
-    find_reusable_snapshot,
-    now_utc,
-    start_run,
-    update_run,
-)
+from icr.warehouse.runlog import RunContext, fail_run, find_reusable_snapshot, now_utc, update_run
+from icr.warehouse.stage_writer import StageWriter
 from icr.warehouse.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -106,31 +103,43 @@ def migrate(warehouse: Warehouse) -> list[str]:
 
 
 # -- extract ------------------------------------------------------------------------------------
+#: Timings of the extract: the loader thread's seconds in normalize_records and in writing staging
+#: (the COPY or inserts, then keying the staged rows, which is also timed on its own).
+NORMALIZE = "extract:normalize"
+STAGE = "extract:stage"
+STAGING_FINISH = "extract:staging_finish"
+HASH = "extract:hash_unchanged"  # deciding "unchanged" before normalizing (icr.unchanged)
+LOAD_HASHES = "extract:load_known_hashes"
+
+
 @dataclass
 class _StreamResult:
     report: Any = None
     pages: int = 0
     valid: int = 0
     rejected: int = 0
+    kept: int = 0  # records found unchanged before normalizing (only their ids are staged)
     duplicates: int = 0
     started_at: Any = None
     seconds: float = 0.0
-    stage_seconds: float = 0.0
-    normalize_seconds: float = 0.0
-    kept: int = 0  # records found unchanged before normalizing (only their ids are staged)
-    hash_seconds: float = 0.0  # deciding "unchanged" (hashing records, looking them up)
+    timings: Timings = field(default_factory=Timings)
     recovered: int = 0
     complete: bool = False
     reason: str | None = None
 
 
-def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
-    """Record the run, then stage a snapshot of the API (or note a reusable recent one)."""
+def extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings,
+            timings: Timings | None = None) -> dict[str, Any]:
+    """Record the run, then stage a snapshot of the API (or note a reusable recent one).
+
+    ``timings`` collects the seconds per step (the summary's normalize/stage totals come from it).
+    """
     with warehouse.out_of_space_explained(f"staging the snapshot of run {run.run_id}"):
-        return _extract(warehouse, hook, run, settings)
+        return _extract(warehouse, hook, run, settings, timings or Timings())
 
 
-def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
+def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncSettings,
+             timings: Timings) -> dict[str, Any]:
     start_run(warehouse, run, stale_after=settings.stale_run_after)
     if run.snapshot_date < now_utc().date() and not settings.full_resync:
         reusable = find_reusable_snapshot(
@@ -145,11 +154,11 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
 
     staging = Staging(warehouse, run.run_id)
     staging.create()
-    known = _known_hashes(warehouse, settings)
-    result = _StreamResult()
+    known = _known_hashes(warehouse, settings, timings)
+    result = _StreamResult(timings=timings)
     attempts = max(1, settings.snapshot_attempts)
     for attempt in range(1, attempts + 1):
-        result = _stream_snapshot(hook, staging, settings, known)
+        result = _stream_snapshot(hook, staging, settings, timings, known)
         complete, reason = bool(result.report.complete), result.report.reason
         if complete:
             result.recovered = _recover_skipped(hook, staging, settings)
@@ -163,7 +172,7 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
             break
         log.warning("Snapshot attempt %d was inconsistent (%s): reading the API again", attempt, reason)
         staging.truncate()
-    _finish_staging(staging, result)
+    _finish_staging(staging, timings)
 
     report = result.report
     stats = _client_stats(hook)
@@ -197,29 +206,29 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         "snapshot_complete": result.complete,
         "recovered": result.recovered,
         "seconds": round(result.seconds, 3),
-        "normalize_seconds": round(result.normalize_seconds, 3),
-        "stage_seconds": round(result.stage_seconds, 3),
-        "hash_seconds": round(result.hash_seconds, 3),
+        "normalize_seconds": round(timings[NORMALIZE], 3),
+        "stage_seconds": round(timings[STAGE], 3),
+        "hash_seconds": round(timings[HASH], 3),
     }
 
 
-def _known_hashes(warehouse: Warehouse, settings: SyncSettings) -> KnownHashes | None:
+def _known_hashes(warehouse: Warehouse, settings: SyncSettings, timings: Timings) -> KnownHashes | None:
     """What the warehouse holds, to recognise unchanged records before normalizing them (None on a
     first load, or on a full resync, which rewrites every row)."""
     if settings.full_resync:
         return None
-    t0 = time.monotonic()
-    known = KnownHashes.load(warehouse)
+    with timings.measure(LOAD_HASHES):
+        known = KnownHashes.load(warehouse)
     if known is not None:
         log.info("Loaded %d active installations' record hashes (%.1f MB) in %.1fs: unchanged records are "
-                 "recognised before normalizing", len(known), known.nbytes / 1e6, time.monotonic() - t0)
+                 "recognised before normalizing", len(known), known.nbytes / 1e6, timings[LOAD_HASHES])
     return known
 
 
 _DONE = object()
 
 
-def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings,
+def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timings: Timings,
                      known: KnownHashes | None = None) -> _StreamResult:
     pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency)
     pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
@@ -244,7 +253,7 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings,
         except BaseException as exc:  # handed to the loader thread, which re-raises it
             offer(exc)
 
-    result = _StreamResult(started_at=now_utc())
+    result = _StreamResult(started_at=now_utc(), timings=timings)
     _log_start(hook, pager)
     t0 = time.monotonic()
     fetcher = threading.Thread(target=fetch, name="icr-fetch", daemon=True)
@@ -255,13 +264,17 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings,
     def flush(writer: Any) -> None:
         if not buffer:
             return
-        _normalize_and_stage(writer, buffer, result, known)
+        records: Sequence[Any] = buffer
+        if known is not None:
+            records = _keep_unchanged(staging, known, buffer, result)
+        if records:
+            _normalize_and_stage(writer, records, result)
         buffer.clear()
 
     try:
         # One writer for the whole pass: on PostgreSQL one COPY that the server consumes on its
         # own core while this thread normalizes the next chunk; committed only at the end.
-        with _staging_pass(staging, result) as writer:
+        with _staging_pass(staging, timings) as writer:
             fetcher.start()
             while True:
                 item = pages.get()
@@ -351,47 +364,54 @@ def _duration(seconds: float) -> str:
 
 
 @contextmanager
-def _staging_pass(staging: Staging, result: _StreamResult) -> Iterator[Any]:
+def _staging_pass(staging: Staging, timings: Timings) -> Iterator[StageWriter]:
     """One staging writer for a whole pass; the time the server takes to finish the COPY when
-    it closes counts as staging (the benchmark stages its in-memory sample the same way)."""
+    it closes counts as staging."""
     with staging.writer() as writer:
         yield writer
         c0 = time.monotonic()
-    result.stage_seconds += time.monotonic() - c0
+    timings.add(STAGE, time.monotonic() - c0)
 
 
-def _normalize_and_stage(writer: Any, records: list[Any], result: _StreamResult,
-                         known: KnownHashes | None = None) -> None:
+def _normalize_and_stage(writer: StageWriter, records: Sequence[Any], result: _StreamResult) -> None:
     """The loader's step: normalize one chunk and append it to the open staging writer, timed
-    and counted in ``result`` (the benchmark times the same step on records in memory). With
-    ``known``, records the warehouse already holds unchanged are only counted and their ids
-    staged (icr.unchanged); the rest are normalized."""
-    if known is not None:
-        h0 = time.monotonic()
-        split = known.split(records)
-        writer.staging.write_kept(split.kept_ids)
-        records = split.fresh
-        result.kept += len(split.kept_ids)
-        result.duplicates += split.duplicates
-        result.hash_seconds += time.monotonic() - h0
-        if not records:
-            return
-    n0 = time.monotonic()
-    chunk = normalize_records(records)
-    n1 = time.monotonic()
-    writer.write(chunk.frame, chunk.rejects)
-    result.normalize_seconds += n1 - n0
-    result.stage_seconds += time.monotonic() - n1
+    and counted in ``result``."""
+    with result.timings.measure(NORMALIZE):
+        chunk = normalize_records(records)
+    with result.timings.measure(STAGE):
+        writer.write(chunk.frame, chunk.rejects)
     result.valid += len(chunk.frame)
     result.rejected += len(chunk.rejects)
     result.duplicates += chunk.duplicates
 
 
-def _finish_staging(staging: Staging, result: _StreamResult) -> None:
+def _keep_unchanged(staging: Staging, known: KnownHashes, records: Sequence[Any], result: _StreamResult) -> list[Any]:
+    """Records the warehouse already holds unchanged are only counted and their ids staged
+    (icr.unchanged); returns the others, to be normalized."""
+    with result.timings.measure(HASH):
+        split = known.split(list(records))
+        staging.write_kept(split.kept_ids)
+    result.kept += len(split.kept_ids)
+    result.duplicates += split.duplicates
+    return split.fresh
+
+
+def _finish_staging(staging: Staging, timings: Timings) -> None:
     """Key and analyze the staged rows; the time counts as staging."""
-    f0 = time.monotonic()
-    staging.finish()
-    result.stage_seconds += time.monotonic() - f0
+    with timings.measure(STAGE), timings.measure(STAGING_FINISH):
+        staging.finish()
+
+
+def stage_records(staging: Staging, records: Sequence[Any], *, chunk_records: int, timings: Timings) -> int:
+    """Normalize and stage records already in memory exactly as the extract's loader thread does
+    (chunks of ``chunk_records`` through one writer, then key the staged rows), timed in
+    ``timings``; returns the rows staged. The benchmark times the extract's own path with it."""
+    result = _StreamResult(timings=timings)
+    with _staging_pass(staging, timings) as writer:
+        for start in range(0, len(records), chunk_records):
+            _normalize_and_stage(writer, records[start:start + chunk_records], result)
+    _finish_staging(staging, timings)
+    return result.valid
 
 
 def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> int:
@@ -408,9 +428,9 @@ def _recover_skipped(hook: _Hook, staging: Staging, settings: SyncSettings) -> i
     active: int | None = None
     recovered = checked = 0
     client = hook.get_conn()
-    for ids in staging.removal_candidates():
+    for ids in removals.removal_candidates(staging):
         if active is None:
-            active = staging.active_count()
+            active = removals.active_count(staging)
         if (not settings.accept_mass_removal and active
                 and (checked + len(ids) - recovered) / active > settings.max_removal_share):
             log.warning("More than %.0f%% of active installations are missing from the snapshot: "
@@ -443,9 +463,11 @@ def _client_stats(hook: _Hook) -> dict[str, Any]:
 
 
 # -- load, verify, cleanup ------------------------------------------------------------------------
-def load(warehouse: Warehouse, run: RunContext, settings: SyncSettings) -> dict[str, Any]:
+def load(warehouse: Warehouse, run: RunContext, settings: SyncSettings,
+         timings: Timings | None = None) -> dict[str, Any]:
+    """Merge the run's staged snapshot (``timings``: seconds per merge statement, ``merge:<name>``)."""
     with warehouse.out_of_space_explained(f"loading run {run.run_id}"):
-        return merge_run(warehouse, run, settings.load_options)
+        return merge_run(warehouse, run, settings.load_options, timings)
 
 
 def verify(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:

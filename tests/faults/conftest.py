@@ -312,7 +312,7 @@ def dump_warehouse(warehouse: Any, leaks: LeakHandle, label: str = "warehouse") 
     fetching row by row). Returns the number of tables scanned."""
     import sqlalchemy as sa
 
-    pg = warehouse.dialect == "postgresql"
+    pg = warehouse.dialect_name == "postgresql"
     scanned = 0
     with warehouse.read() as conn:
         insp = sa.inspect(conn)  # on the same connection: one transaction, one snapshot
@@ -416,7 +416,7 @@ def compare_with_truth(warehouse: Any, truth: Iterable[dict], *, check_raw: bool
     import sqlalchemy as sa
 
     expected = {rec["id"].lower(): rec for rec in truth}
-    raw_col = "CAST(raw AS text)" if warehouse.dialect == "postgresql" else "raw"
+    raw_col = "CAST(raw AS text)" if warehouse.dialect_name == "postgresql" else "raw"
     with warehouse.read() as conn:
         rows = conn.execute(sa.text(
             f"SELECT CAST(installation_id AS text), record_hash, {raw_col} FROM icr_installations "
@@ -456,7 +456,7 @@ def fingerprint(warehouse: Any) -> dict[str, Any]:
     permissions, rejects, and the set of successful runs (timestamps are left out on purpose)."""
     import sqlalchemy as sa
 
-    pg = warehouse.dialect == "postgresql"
+    pg = warehouse.dialect_name == "postgresql"
     agg = "string_agg(x, ',' ORDER BY x)" if pg else "group_concat(x, ',')"
     cat = ("CAST(installation_id AS text) || ':' || record_hash || ':' || "
            "CASE WHEN deleted_at IS NULL THEN 'A' ELSE 'D' END")

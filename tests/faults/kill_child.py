@@ -97,9 +97,9 @@ def main() -> int:
     psycopg.Copy.write = wrap_write(psycopg.Copy.write)
     psycopg.Copy.write_row = wrap_write(psycopg.Copy.write_row)
 
-    from icr.warehouse.staging import Staging
+    from icr.warehouse.stage_writer import StageWriter
 
-    orig_insert = Staging._insert_sqlite
+    orig_insert = StageWriter._insert_rows
 
     def insert_sqlite(self, frame):
         orig_insert(self, frame)
@@ -108,7 +108,7 @@ def main() -> int:
         if pause_at == "stage" and state["writes"] == 2:
             pause("stage")
 
-    Staging._insert_sqlite = insert_sqlite
+    StageWriter._insert_rows = insert_sqlite
 
     orig_run = merge._Steps.run
 

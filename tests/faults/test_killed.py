@@ -266,7 +266,7 @@ def _two_runs_in_the_ledger(ledger, wh, leaks):
 
 def _kill_and_check(env, ledger, leaks, pause_at, expect, no_lock_left) -> None:
     from icr.warehouse.engine import Warehouse
-    from icr.warehouse.runlog import abandon_stale_runs
+    from icr.warehouse.housekeeping import abandon_stale_runs
 
     sim = env["sim"]
     leaks.secret(sim.private_key_pem, "simulator app private key")
@@ -330,7 +330,7 @@ def test_a_run_waiting_for_the_lock_goes_on_when_the_holder_is_killed(request, d
     The other, waiting for the warehouse's write lock, must get it as soon as the holder is gone,
     load, and leave the warehouse equal to the truth; the dead run stays recoverable."""
     from icr.warehouse.engine import Warehouse
-    from icr.warehouse.runlog import abandon_stale_runs
+    from icr.warehouse.housekeeping import abandon_stale_runs
 
     env = request.getfixturevalue("kill_env" if dialect == "postgresql" else "kill_env_sqlite")
     sim = env["sim"]

@@ -235,7 +235,7 @@ def test_disk_full_rolls_back_says_where_and_the_rerun_recovers(request, make_si
     and leaves no staging table behind."""
     from icr.errors import WarehouseFullError
     from icr.sync import SyncSettings, extract, fail, load, run_sync
-    from icr.warehouse.runlog import abandon_stale_runs
+    from icr.warehouse.housekeeping import abandon_stale_runs
 
     pg_admin_url = request.getfixturevalue("pg_admin_url") if dialect == "postgresql" else ""
     settings = SyncSettings(page_size=200)

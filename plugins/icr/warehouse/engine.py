@@ -1,9 +1,10 @@
 """The warehouse connection: PostgreSQL (production) or an embedded SQLite file (the default).
 
-Everything that differs between the two dialects at the connection level lives here: how to
-open a write transaction that is safe under concurrent runs (a PostgreSQL advisory lock,
-``BEGIN IMMEDIATE`` plus a busy timeout on SQLite), how to render timestamps, and how to tell a
-user that the warehouse's disk is full.
+How to connect lives here: the engine from an Airflow connection or a URL (SQLite with
+``BEGIN IMMEDIATE``, a busy timeout and WAL), write transactions that are safe under concurrent
+runs, read-only snapshots, and recognising a full disk. What differs between the dialects beyond
+connecting (the advisory lock, value rendering, staging DDL, the merge's statements, the
+out-of-space advice) is asked of ``Warehouse.dialect`` (:mod:`icr.warehouse.dialect`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from icr.errors import ICRConfigError, WarehouseFullError
+from icr.warehouse.dialect import Dialect, dialect_named, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,7 @@ LOCK_MIGRATE = 7_426_001
 LOCK_MERGE = 7_426_002
 
 
-def utc_text(value: datetime | None) -> str | None:
-    """Render an aware datetime the way SQLite columns store it (sortable ISO-8601, UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: the warehouse stores UTC only")
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+__all__ = ["Warehouse", "utc_text"]  # utc_text: icr.warehouse.dialect, where SQLite's text is made
 
 
 class Warehouse:
@@ -59,11 +54,17 @@ class Warehouse:
 
     def __init__(self, engine: Engine, description: str | None = None) -> None:
         self.engine = engine
-        self.dialect = engine.dialect.name  # "postgresql" or "sqlite"
-        if self.dialect not in ("postgresql", "sqlite"):
-            raise ICRConfigError("conn_type", f"warehouse dialect {self.dialect!r} is not supported "
+        dialect = dialect_named(engine.dialect.name)
+        if dialect is None:
+            raise ICRConfigError("conn_type", f"warehouse dialect {engine.dialect.name!r} is not supported "
                                  "(use a postgres or sqlite connection)", DEFAULT_CONN_ID)
+        self.dialect: Dialect = dialect
         self.description = description or engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect_name(self) -> str:
+        """"postgresql" or "sqlite" (Airflow's ``DbApiHook.dialect_name``)."""
+        return self.dialect.name
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -135,8 +136,7 @@ class Warehouse:
         migrations never race; the loser waits instead of failing.
         """
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+            self.dialect.lock(conn, lock)
             yield conn
 
     @contextlib.contextmanager
@@ -154,10 +154,10 @@ class Warehouse:
     # -- value rendering -----------------------------------------------------------------------
     def ts(self, value: datetime | None) -> Any:
         """A timestamp parameter as this dialect stores it."""
-        return utc_text(value) if self.dialect == "sqlite" else value
+        return self.dialect.ts(value)
 
     def day(self, value: date) -> Any:
-        return value.isoformat() if self.dialect == "sqlite" else value
+        return self.dialect.day(value)
 
     # -- errors --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -175,29 +175,8 @@ class Warehouse:
             said = _disk_full(exc)
             if said is None:
                 raise
-            raise WarehouseFullError(self._full_message(doing, said)) from exc
-
-    def _full_message(self, doing: str, said: str) -> str:
-        rolled_back = ("The failed transaction was rolled back: the published tables are as they were "
-                       "before this run.")
-        if self.dialect == "postgresql":
-            return (f"The PostgreSQL warehouse {self.description} ran out of disk space while {doing}: "
-                    f"{said}. {rolled_back} Free space on the database server (its data directory or "
-                    "tablespace) and rerun.")
-        path = Path(self.engine.url.database or "")
-        sizes = []
-        try:
-            sizes.append(f"{_size(shutil.disk_usage(path.parent).free)} free on its disk")
-        except OSError:
-            pass
-        for label, file in (("the database file is", path), ("its write-ahead log", Path(f"{path}-wal"))):
-            if file.exists():
-                sizes.append(f"{label} {_size(file.stat().st_size)}")
-        room = "".join(f"; {size}" for size in sizes)
-        return (f"The SQLite warehouse {path} ran out of space while {doing}: {said}{room}. {rolled_back} "
-                "Free disk space and rerun: a first load needs room for about twice the final file, as "
-                "the write-ahead log holds everything it writes until it commits. For apps with more "
-                "than a few hundred thousand installations, use a PostgreSQL warehouse.")
+            raise WarehouseFullError(self.dialect.out_of_space_message(
+                self.description, self.engine.url.database, doing, said)) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -222,14 +201,6 @@ def _disk_full(exc: BaseException) -> str | None:
         diag = getattr(orig, "diag", None)
         return str(getattr(diag, "message_primary", None) or orig).strip()
     return None
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TB"
 
 
 def default_sqlite_path() -> Path:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from icr.errors import MassRemovalError, QualityCheckError, RejectThresholdError, WarehouseError
+from icr.timings import Timings
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
 from icr.warehouse.staging import Staging
@@ -37,12 +38,8 @@ class LoadOptions:
     work_mem: str = "256MB"
 
 
-# PostgreSQL inserts new installations with a plain INSERT and rewrites changed ones with an
-# UPDATE (no per-row speculative insertion); SQLite's upsert is cheap and does both at once.
-_WRITE_STATE = {"postgresql": ("insert_new", "update_changed"), "sqlite": ("upsert_changed",)}
-
 # A first load into empty tables at least this large rebuilds the tables' indexes once
-# (PostgreSQL) instead of maintaining them row by row; see _suspend_indexes.
+# (where the dialect does: PostgreSQL) instead of maintaining them row by row; see _suspend_indexes.
 BULK_LOAD_MIN_ROWS = 50_000
 _BULK_TABLES = ("icr_installation_state", "icr_installation_permissions", "icr_installation_history",
                 "icr_installation_daily")
@@ -66,20 +63,24 @@ def _execute(conn: Connection, sql: str, params: dict[str, Any]) -> sa.CursorRes
 
 
 class _Steps:
-    """Runs the named statements of one dialect with the run's tables and parameters."""
+    """Runs the named statements of one dialect with the run's tables and parameters, timing each
+    in ``timings`` as ``merge:<name>`` (counts as ``merge:counts``)."""
 
-    def __init__(self, warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any]) -> None:
+    def __init__(self, warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any],
+                 timings: Timings | None = None) -> None:
         self.conn = conn
         self.params = params
-        self.merge = {**queries("common"), **queries(warehouse.dialect)}
-        self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect}")}
+        self.timings = timings or Timings()
+        self.merge = {**queries("common"), **queries(warehouse.dialect.name)}
+        self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect.name}")}
         self.tables = {"stage": staging.table, "rejects": staging.rejects_table, "kept": staging.kept_table}
 
     def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:
         sql = (self.merge.get(name) or self.daily[name]).format(**self.tables)
         needed = set(re.findall(r"(?<!:):([a-z_]+)", sql))
         params = {k: v for k, v in {**self.params, **extra}.items() if k in needed}
-        return _execute(self.conn, sql, params)
+        with self.timings.measure(f"merge:{name}"):
+            return _execute(self.conn, sql, params)
 
     def run_optional(self, name: str) -> None:
         """A step only some dialects have."""
@@ -87,7 +88,8 @@ class _Steps:
             self.run(name)
 
     def scalar(self, sql: str, **params: Any) -> int:
-        return int(_execute(self.conn, sql.format(**self.tables), params).scalar_one() or 0)
+        with self.timings.measure("merge:counts"):
+            return int(_execute(self.conn, sql.format(**self.tables), params).scalar_one() or 0)
 
 
 def day_cutoff(run: RunContext) -> datetime:
@@ -95,8 +97,12 @@ def day_cutoff(run: RunContext) -> datetime:
     return datetime.combine(run.snapshot_date + timedelta(days=1), time.min, tzinfo=timezone.utc)
 
 
-def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> dict[str, Any]:
-    """Apply the run's staged snapshot (or reuse a recent one) and write its daily snapshot."""
+def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
+              timings: Timings | None = None) -> dict[str, Any]:
+    """Apply the run's staged snapshot (or reuse a recent one) and write its daily snapshot.
+
+    ``timings`` collects the seconds of each statement (``merge:<name>``)."""
+    timings = timings or Timings()
     row = get_run(warehouse, run.run_id)
     if row is None:
         raise WarehouseError(f"run {run.run_id!r} has no row in icr_sync_runs: the extract step did not run")
@@ -106,8 +112,7 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
         raise WarehouseError(f"run {run.run_id!r} has no snapshot to load (extract did not finish)")
     finished = now_utc()
     with warehouse.write() as conn:
-        if warehouse.dialect == "postgresql":
-            conn.execute(sa.text("SELECT set_config('work_mem', :v, true)"), {"v": options.work_mem})
+        warehouse.dialect.set_work_mem(conn, options.work_mem)
         params = {
             "run_id": run.run_id,
             "now": warehouse.ts(_as_dt(row["snapshot_at"]) or finished),
@@ -115,10 +120,12 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
             "snapshot_date": warehouse.day(run.snapshot_date),
             "cutoff": warehouse.ts(day_cutoff(run)),
         }
-        steps = _Steps(warehouse, conn, staging, params)
+        steps = _Steps(warehouse, conn, staging, params, timings)
         restore_indexes: list[str] = []
-        if source == "api" and warehouse.dialect == "postgresql" and int(row["records_fetched"] or 0) >= BULK_LOAD_MIN_ROWS:
-            restore_indexes = _suspend_indexes(conn)
+        if (source == "api" and warehouse.dialect.rebuilds_indexes_on_first_load
+                and int(row["records_fetched"] or 0) >= BULK_LOAD_MIN_ROWS):
+            with timings.measure("merge:suspend_indexes"):
+                restore_indexes = _suspend_indexes(conn)
         if source == "api":
             counts = _merge_snapshot(warehouse, steps, row, options)
         else:
@@ -129,13 +136,15 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions) -> di
         # A date still in progress reads the current rows; a past date is rebuilt from history.
         current = day_cutoff(run) > finished
         steps.run("daily_insert_current" if current else "daily_insert")
-        _restore_indexes(conn, restore_indexes)
+        with timings.measure("merge:restore_indexes"):
+            _restore_indexes(conn, restore_indexes)
         counts["daily_rows"] = steps.scalar(
             "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
             d=warehouse.day(run.snapshot_date))
         _write_daily_aggregates(steps, current=current, active=counts["daily_rows"])
         final = {**counts, "status": "success", "finished_at": finished, "error": None}
-        check_run(conn, warehouse, run, {**row, **final})
+        with timings.measure("merge:check_run"):
+            check_run(conn, warehouse, run, {**row, **final})
         update_run(warehouse, run.run_id, conn=conn, **final)
         # Dropped in the same transaction: a process killed after COMMIT leaves no staging behind,
         # and a rollback keeps the staged snapshot for a retry of the load.
@@ -166,7 +175,8 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     steps.run("create_changes")
     steps.run("plan_changes")
     steps.run_optional("analyze_changes")
-    actions = dict(_execute(steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
+    with steps.timings.measure("merge:counts"):
+        actions = dict(_execute(steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
     steps.run("create_removals")
     active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
     complete = bool(row["snapshot_complete"])
@@ -190,7 +200,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         log.warning("Run %s: accepting a mass removal of %d of %d installations (accept_mass_removal)",
                     row["run_id"], removing, active_before)
 
-    for name in _WRITE_STATE[warehouse.dialect]:
+    for name in warehouse.dialect.write_state_steps:
         steps.run(name)
     steps.run("permissions_delete")
     steps.run("permissions_insert")
@@ -202,9 +212,8 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     steps.run("rejects_clear")
     steps.run("rejects_insert")
     active_rejected = steps.scalar(steps.merge["count_active_rejected"]) if staged_rejects else 0
-    if warehouse.dialect == "sqlite":
-        steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_changes")
-        steps.conn.exec_driver_sql("DROP TABLE temp.icr_tmp_removals")
+    for statement in warehouse.dialect.merge_temp_cleanup:
+        steps.conn.exec_driver_sql(statement)
 
     inserted = int(actions.get("insert", 0))
     restored = int(actions.get("restore", 0))

@@ -73,10 +73,10 @@ def apply_migrations(warehouse: Warehouse) -> list[str]:
             "CREATE TABLE IF NOT EXISTS icr_schema_migrations ("
             " version TEXT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"))
         done = {row[0] for row in conn.execute(sa.text("SELECT version FROM icr_schema_migrations"))}
-        for mig in available(warehouse.dialect):
+        for mig in available(warehouse.dialect.name):
             if mig.version in done:
                 continue
-            log.info("Applying warehouse migration %s_%s (%s)", mig.version, mig.name, warehouse.dialect)
+            log.info("Applying warehouse migration %s_%s (%s)", mig.version, mig.name, warehouse.dialect.name)
             for stmt in split_statements(mig.sql):
                 conn.exec_driver_sql(stmt)
             conn.execute(

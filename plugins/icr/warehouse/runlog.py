@@ -3,7 +3,8 @@
 The 'running' row is committed on its own when a run starts, so a run that dies (a killed
 worker, a lost connection) stays visible; the next run marks such rows failed once they are
 older than the stale-run age. The final counts commit inside the merge transaction, together
-with the data they describe.
+with the data they describe. Only ``icr_sync_runs`` is touched here: dropping the staging tables
+that died runs left behind is :mod:`icr.warehouse.housekeeping`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import sqlalchemy as sa
 
 from icr.redact import redact
 from icr.warehouse.engine import Warehouse
-from icr.warehouse.staging import drop_orphaned_staging
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def start_run(warehouse: Warehouse, run: RunContext, *, stale_after: timedelta) -> None:
+def record_start(warehouse: Warehouse, run: RunContext) -> None:
     """Record the run as 'running' (resetting a previous try of the same run id)."""
     started = now_utc()
     with warehouse.write() as conn:
@@ -54,12 +54,10 @@ def start_run(warehouse: Warehouse, run: RunContext, *, stale_after: timedelta) 
             {"r": run.run_id, "d": run.dag_id, "ld": warehouse.ts(run.logical_date),
              "sd": warehouse.day(run.snapshot_date), "s": warehouse.ts(started)},
         )
-    abandon_stale_runs(warehouse, older_than=stale_after, except_run=run.run_id)
 
 
-def abandon_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_run: str | None = None) -> list[str]:
-    """Mark 'running' rows older than ``older_than`` as failed and drop their staging tables, and
-    those of any run that is not running (a failed run that could not drop its own)."""
+def fail_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_run: str | None = None) -> list[str]:
+    """Mark 'running' rows older than ``older_than`` as failed; returns their run ids."""
     cutoff = now_utc() - older_than
     with warehouse.write() as conn:
         stale = [r[0] for r in conn.execute(
@@ -75,12 +73,10 @@ def abandon_stale_runs(warehouse: Warehouse, *, older_than: timedelta, except_ru
             )
     for run_id in stale:
         log.warning("Run %s was abandoned (no result after %s): marked failed", run_id, older_than)
-    # the stale runs' tables go too: they are no longer 'running'
-    drop_orphaned_staging(warehouse, lambda: _running_run_ids(warehouse))
     return stale
 
 
-def _running_run_ids(warehouse: Warehouse) -> list[str]:
+def running_run_ids(warehouse: Warehouse) -> list[str]:
     with warehouse.read() as conn:
         return [r[0] for r in conn.execute(sa.text("SELECT run_id FROM icr_sync_runs WHERE status = 'running'"))]
 

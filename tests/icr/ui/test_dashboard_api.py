@@ -75,7 +75,7 @@ def auth(token: str) -> dict[str, str]:
 def point_at(monkeypatch, warehouse) -> None:
     """The icr_warehouse connection, as a user sets it (AIRFLOW_CONN_ICR_WAREHOUSE, JSON)."""
     url = make_url(str(warehouse.engine.url))
-    if warehouse.dialect == "sqlite":
+    if warehouse.dialect_name == "sqlite":
         conn = {"conn_type": "sqlite", "host": url.database}
     else:
         conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,

@@ -141,7 +141,7 @@ def permission_mismatches(warehouse: Any) -> int:
     """Rows in which icr_installation_permissions and the permissions JSON of the installations
     disagree, both ways (0: every permission row has its installation and nothing is missing)."""
     expand = ("SELECT CAST(s.installation_id AS text) AS i, kv.key AS k, kv.value AS v FROM icr_installation_state s, "
-              + ("jsonb_each_text(s.permissions) kv" if warehouse.dialect == "postgresql" else "json_each(s.permissions) kv"))
+              + ("jsonb_each_text(s.permissions) kv" if warehouse.dialect_name == "postgresql" else "json_each(s.permissions) kv"))
     rows = "SELECT CAST(installation_id AS text), permission, access FROM icr_installation_permissions"
     return int(scalar(warehouse, f"SELECT (SELECT count(*) FROM ({expand} EXCEPT {rows}) a) "
                                  f"+ (SELECT count(*) FROM ({rows} EXCEPT {expand}) b)"))

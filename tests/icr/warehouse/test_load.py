@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from icr.errors import MassRemovalError, RejectThresholdError
 from icr.sync import SyncSettings, extract, fail, load, run_sync
 from icr.warehouse import merge as merge_module
+from icr.warehouse import removals
 from icr.warehouse.migrations import apply_migrations, available
 from icr.warehouse.runlog import RunContext, get_run
 from icr.warehouse.staging import Staging
@@ -48,7 +49,7 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect == "postgresql" else []) + ["0005", "0006"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006"]
     assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
@@ -105,14 +106,14 @@ def test_no_change_rerun_changes_only_run_log_and_last_seen(warehouse):
     sync(warehouse, records)
     before = table_fingerprint(warehouse)
     seen_before = scalar(warehouse, "SELECT max(last_seen_at) FROM icr_installations")
-    writes_before = _tuple_writes(warehouse) if warehouse.dialect == "postgresql" else None
+    writes_before = _tuple_writes(warehouse) if warehouse.dialect_name == "postgresql" else None
     run, result = sync(warehouse, records)
     assert (result["inserted"], result["updated"], result["unchanged"], result["removed"]) == (0, 0, 60, 0)
     after = table_fingerprint(warehouse)
     assert after["icr_installation_state"] == before["icr_installation_state"]
     assert after["icr_installation_history"] == before["icr_installation_history"]
     assert scalar(warehouse, "SELECT max(last_seen_at) FROM icr_installations") > seen_before
-    if warehouse.dialect == "postgresql":
+    if warehouse.dialect_name == "postgresql":
         assert _tuple_writes(warehouse) == writes_before  # not one row rewritten
 
 
@@ -206,7 +207,7 @@ def test_timestamps_are_utc(warehouse):
     created = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")[0]
     assert created == pd.Timestamp("2024-03-26T08:47:15.356Z")
     assert pd.to_datetime(frame["updated_at"], utc=True, format="ISO8601")[0] == pd.Timestamp("2024-03-26T08:47:15Z")
-    if warehouse.dialect == "postgresql":
+    if warehouse.dialect_name == "postgresql":
         with warehouse.read() as conn:
             value = conn.execute(sa.text("SELECT created_at FROM icr_installations")).scalar_one()
         assert value.utcoffset() == timedelta(0)
@@ -333,7 +334,7 @@ def test_concurrent_runs_on_a_fresh_warehouse_both_succeed(warehouse):
         t.join(timeout=120)
     assert errors == []
     assert sorted(r["inserted"] for r in results) == [0, 0, 200]
-    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == len(available(warehouse.dialect))
+    assert scalar(warehouse, "SELECT count(*) FROM icr_schema_migrations") == len(available(warehouse.dialect_name))
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history") == 200
 
 
@@ -343,8 +344,8 @@ def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse
     The active installations (the mass-removal guard's denominator) are counted only when some
     are missing: not on a night when every one is listed."""
     counted: list[int] = []
-    real_count = Staging.active_count
-    monkeypatch.setattr(Staging, "active_count", lambda self: counted.append(real_count(self)) or counted[-1])
+    real_count = removals.active_count
+    monkeypatch.setattr(removals, "active_count", lambda staging: counted.append(real_count(staging)) or counted[-1])
     records = [make_record(i) for i in range(30)]
     sync(warehouse, records)
     sync(warehouse, records)
@@ -414,7 +415,7 @@ def test_permission_rows_always_mirror_the_installations(warehouse):
     assert permission_mismatches(warehouse) == 0
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_permissions") == scalar(
         warehouse, "SELECT count(*) FROM icr_installation_state s, "
-        + ("jsonb_each(s.permissions)" if warehouse.dialect == "postgresql" else "json_each(s.permissions)"))
+        + ("jsonb_each(s.permissions)" if warehouse.dialect_name == "postgresql" else "json_each(s.permissions)"))
 
 
 def _index_catalog(warehouse) -> list[tuple]:

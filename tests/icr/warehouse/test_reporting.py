@@ -15,7 +15,7 @@ from icr.warehouse.runlog import RunContext
 
 def report_objects(warehouse) -> list[str]:
     """Every icr_report_* table, view or materialized view in the warehouse."""
-    if warehouse.dialect == "postgresql":
+    if warehouse.dialect_name == "postgresql":
         sql = ("SELECT relname FROM pg_class WHERE relname LIKE 'icr\\_report\\_%' "
                "AND relkind IN ('r', 'v', 'm') AND relnamespace = 'public'::regnamespace ORDER BY relname")
     else:
@@ -161,7 +161,7 @@ def test_migration_0005_fills_the_aggregates_of_dates_loaded_before_it(warehouse
     written_by_the_load = {view: view_rows(warehouse, view) for view in PER_DAY_VIEWS}
 
     # Back to the schema before 0005: drop what 0005/0006 made, restore 0002's view and 0003's summary.
-    old = {m.version: m for m in available(warehouse.dialect)}
+    old = {m.version: m for m in available(warehouse.dialect_name)}
     with warehouse.write() as conn:
         for view in PER_DAY_VIEWS:
             conn.exec_driver_sql(f"DROP VIEW {view}")

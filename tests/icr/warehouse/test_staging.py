@@ -8,6 +8,7 @@ import pytest
 
 from icr.normalize import normalize_records
 from icr.warehouse.migrations import apply_migrations
+from icr.warehouse.removals import removal_candidates
 from icr.warehouse.staging import Staging
 from tests.icr.warehouse.helpers import make_record, scalar
 
@@ -65,7 +66,7 @@ def test_removal_candidates_come_in_batches_and_skip_staged_and_rejected_ids(war
     bad = {**records[3], "createdAt": "not a date"}  # received but rejected: not a removal
     chunk = normalize_records([records[0], records[1], bad])
     staging.write(chunk.frame, chunk.rejects)
-    batches = list(staging.removal_candidates(batch=3))
+    batches = list(removal_candidates(staging, batch=3))
     assert [len(b) for b in batches] == [3, 3, 1]
     assert sorted(i for b in batches for i in b) == sorted(r["id"] for r in records[2:] if r is not records[3])
     staging.drop()
@@ -89,7 +90,7 @@ def test_sqlite_rows_carry_timestamps_as_utc_text_writes_them():
     import pandas as pd
 
     from icr.warehouse.engine import utc_text
-    from icr.warehouse.staging import _rows
+    from icr.warehouse.copy_format import driver_rows
 
     rng = np.random.default_rng(7)
     lo, hi = np.datetime64("0001-01-01T00:00:00", "us"), np.datetime64("9999-12-31T23:59:59.999999", "us")
@@ -102,7 +103,7 @@ def test_sqlite_rows_carry_timestamps_as_utc_text_writes_them():
     frame["created_at"] = stamps.to_numpy()
     frame["app_id"] = [None, float("nan")] + frame["app_id"].tolist()[2:]
 
-    rows = _rows(frame, sqlite=True)
+    rows = driver_rows(frame, sqlite=True)
     created = [row[frame.columns.get_loc("created_at")] for row in rows]
     assert created == [None if ts is pd.NaT else utc_text(ts.to_pydatetime()) for ts in stamps]
     assert created[-2] == "9999-12-31T23:59:59.999999+00:00" and created[-1] is None
@@ -130,7 +131,7 @@ def test_a_retried_pass_restages_after_the_key_was_built(warehouse):
     staging = _staging(warehouse, "stage_retry")
     records = [make_record(i) for i in range(20)]
     staging.write(normalize_records(records).frame)
-    assert list(staging.removal_candidates()) == []  # nothing active yet
+    assert list(removal_candidates(staging)) == []  # nothing active yet
     staging.truncate()
     staging.write(normalize_records(records).frame)
     staging.finish()
@@ -143,7 +144,8 @@ def test_a_run_start_drops_staging_tables_of_runs_that_are_not_running(warehouse
     next run start; a running run's tables, and tables that only look alike, are kept."""
     from datetime import datetime, timedelta, timezone
 
-    from icr.warehouse.runlog import RunContext, fail_run, start_run
+    from icr.warehouse.housekeeping import start_run
+    from icr.warehouse.runlog import RunContext, fail_run
 
     def run(run_id: str) -> RunContext:
         return RunContext(run_id=run_id, logical_date=datetime.now(timezone.utc))

@@ -13,7 +13,8 @@ from icr.normalize import normalize_records
 from icr.sync import SyncSettings, run_sync
 from icr.unchanged import KnownHashes
 from icr.warehouse.runlog import get_run
-from icr.warehouse.staging import Staging, drop_orphaned_staging
+from icr.warehouse.housekeeping import drop_orphaned_staging
+from icr.warehouse.staging import Staging
 from tests.icr.warehouse.helpers import StaticHook, make_record, scalar, table_fingerprint
 from tests.icr.warehouse.test_load import active_ids, ctx
 

@@ -45,6 +45,9 @@ def _cpu_rows(size: dict[str, Any]) -> list[dict[str, Any]]:
     steps = [("floor: fetch only", size["fetch_only"], None, "seconds"),
              ("sync #1 extract", size["sync"], "extract", "extract_wall"),
              ("sync #1 merge", size["sync"], "load", "load_wall")]
+    if size.get("rerun_no_change"):  # the nightly case
+        steps += [("sync #2 (no change) extract", size["rerun_no_change"], "extract", "extract_wall"),
+                  ("sync #2 (no change) merge", size["rerun_no_change"], "load", "load_wall")]
     lite = (size.get("sqlite") or {}).get("sync")
     if lite:
         steps += [("SQLite sync #1 extract", lite, "extract", "extract_wall"),

@@ -110,8 +110,8 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
 
     # CPU seconds per process for the fetch floor and sync #1's steps (PostgreSQL's when it is local)
     steps = {c["step"]: c for c in d["cpu"]}
-    assert list(steps) == ["floor: fetch only", "sync #1 extract", "sync #1 merge",
-                           "SQLite sync #1 extract", "SQLite sync #1 load"]
+    assert list(steps) == ["floor: fetch only", "sync #1 extract", "sync #1 merge", "sync #2 (no change) extract",
+                           "sync #2 (no change) merge", "SQLite sync #1 extract", "SQLite sync #1 load"]
     for step in ("floor: fetch only", "sync #1 extract", "SQLite sync #1 extract"):
         _positive(steps[step]["process"], f"{step}: worker CPU seconds")
         assert steps[step]["simulator"] is not None and steps[step]["simulator"] >= 0

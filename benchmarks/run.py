@@ -32,6 +32,14 @@ from benchmarks.targets import check_targets
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def rerender(result: dict[str, Any]) -> str:
+    """The table of a result file, with today's derived numbers and targets."""
+    for size in result["sizes"]:
+        size["derived"] = derive(size)
+    result["targets"] = check_targets(result["sizes"], result.get("concurrency"))
+    return render(result)
+
+
 def _chosen_sizes(choice: str, sizes: list[int]) -> set[int]:
     """The sizes a section runs at: 'smallest', 'all', 'none' or a comma-separated list."""
     if choice == "smallest":
@@ -77,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                                                       "(dlt takes minutes per 100,000 installations)")
     p.add_argument("--dlt-python", help="a Python with benchmarks/requirements-dlt.txt installed "
                                         "(default: benchmarks/.venv-dlt, made on first use)")
+    p.add_argument("--rerender", metavar="RESULT_JSON",
+                   help="derive, judge and print an earlier run's raw numbers again (no measuring)")
     opts = p.parse_args(argv)
+    if opts.rerender:
+        print(rerender(json.loads(Path(opts.rerender).read_text())))
+        return 0
     if opts.dlt is None:
         opts.dlt = not opts.smoke
 

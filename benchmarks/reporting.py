@@ -134,7 +134,7 @@ def _timed(conn: sa.Connection, sql: str, params: dict[str, Any], repeat: int) -
 
 def time_views(warehouse: Warehouse, start: date, end: date, repeat: int = 5) -> list[dict[str, Any]]:
     out = []
-    explain = "EXPLAIN (ANALYZE, BUFFERS) " if warehouse.dialect == "postgresql" else "EXPLAIN QUERY PLAN "
+    explain = "EXPLAIN (ANALYZE, BUFFERS) " if warehouse.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     with warehouse.engine.connect() as conn:
         for view in VIEWS:
             sql = f"SELECT * FROM {view} WHERE snapshot_date BETWEEN :start AND :end"

@@ -31,6 +31,7 @@ from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.paging import SnapshotReport, fetch_installation
 from icr.timings import Timings
+from icr.unchanged import KnownHashes
 from icr.warehouse import removals
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.housekeeping import start_run
@@ -128,6 +129,8 @@ def migrate(warehouse: Warehouse) -> list[str]:
 NORMALIZE = "extract:normalize"
 STAGE = "extract:stage"
 STAGING_FINISH = "extract:staging_finish"
+HASH = "extract:hash_unchanged"  # deciding "unchanged" before normalizing (icr.unchanged)
+LOAD_HASHES = "extract:load_known_hashes"
 
 
 @dataclass
@@ -136,6 +139,7 @@ class _StreamResult:
     pages: int = 0
     valid: int = 0
     rejected: int = 0
+    kept: int = 0  # records found unchanged before normalizing (only their ids are staged)
     duplicates: int = 0
     started_at: Any = None
     seconds: float = 0.0
@@ -171,10 +175,11 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
 
     staging = Staging(warehouse, run.run_id)
     staging.create()
+    known = _known_hashes(warehouse, settings, timings)
     result = _StreamResult(timings=timings)
     attempts = max(1, settings.snapshot_attempts)
     for attempt in range(1, attempts + 1):
-        result = _stream_snapshot(hook, staging, settings, timings)
+        result = _stream_snapshot(hook, staging, settings, timings, known)
         complete, reason = bool(result.report.complete), result.report.reason
         if complete:
             result.recovered = _recover_skipped(hook, staging, settings)
@@ -196,7 +201,7 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         snapshot_source="api",
         snapshot_at=result.started_at,
         pages=result.pages,
-        records_fetched=result.valid + result.rejected,
+        records_fetched=result.valid + result.kept + result.rejected,
         rejected=result.rejected,
         duplicates=result.duplicates,
         api_total=report.total_last if report.total_last is not None else report.total_first,
@@ -207,28 +212,45 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         retries_by_reason=dict(stats.get("retries_by_reason", {}) or {}),
     )
     update_run(warehouse, run.run_id, **fields)
-    rate = (result.valid + result.rejected) / result.seconds if result.seconds else 0.0
-    log.info("Extract done: %d pages, %d records (%d rejected, %d duplicates dropped) in %.1fs (%.0f records/s); "
-             "snapshot %s", result.pages, result.valid + result.rejected, result.rejected, result.duplicates,
+    fetched = result.valid + result.kept + result.rejected
+    rate = fetched / result.seconds if result.seconds else 0.0
+    log.info("Extract done: %d pages, %d records (%d unchanged, %d rejected, %d duplicates dropped) in %.1fs "
+             "(%.0f records/s); snapshot %s", result.pages, fetched, result.kept, result.rejected, result.duplicates,
              result.seconds, rate, "complete" if result.complete else f"INCOMPLETE: {result.reason}")
     return {
         "run_id": run.run_id,
         "snapshot_source": "api",
         "pages": result.pages,
-        "records_fetched": result.valid + result.rejected,
+        "records_fetched": fetched,
         "rejected": result.rejected,
+        "unchanged_before_normalize": result.kept,
         "snapshot_complete": result.complete,
         "recovered": result.recovered,
         "seconds": round(result.seconds, 3),
         "normalize_seconds": round(timings[NORMALIZE], 3),
         "stage_seconds": round(timings[STAGE], 3),
+        "hash_seconds": round(timings[HASH], 3),
     }
+
+
+def _known_hashes(warehouse: Warehouse, settings: SyncSettings, timings: Timings) -> KnownHashes | None:
+    """What the warehouse holds, to recognise unchanged records before normalizing them (None on a
+    first load, or on a full resync, which rewrites every row)."""
+    if settings.full_resync:
+        return None
+    with timings.measure(LOAD_HASHES):
+        known = KnownHashes.load(warehouse)
+    if known is not None:
+        log.info("Loaded %d active installations' record hashes (%.1f MB) in %.1fs: unchanged records are "
+                 "recognised before normalizing", len(known), known.nbytes / 1e6, timings[LOAD_HASHES])
+    return known
 
 
 _DONE = object()
 
 
-def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timings: Timings) -> _StreamResult:
+def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timings: Timings,
+                     known: KnownHashes | None = None) -> _StreamResult:
     pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency)
     pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
     stop = threading.Event()
@@ -263,7 +285,11 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timi
     def flush(writer: Any) -> None:
         if not buffer:
             return
-        _normalize_and_stage(writer, buffer, result)
+        records: Sequence[Any] = buffer
+        if known is not None:
+            records = _keep_unchanged(staging, known, buffer, result)
+        if records:
+            _normalize_and_stage(writer, records, result)
         buffer.clear()
 
     try:
@@ -288,8 +314,8 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timi
                 now = time.monotonic()
                 if now - last_log >= settings.progress_every_s:
                     last_log = now
-                    _log_progress(result.pages, page_count, result.valid + result.rejected + len(buffer), total,
-                                  now - t0)
+                    done = result.valid + result.kept + result.rejected + len(buffer)
+                    _log_progress(result.pages, page_count, done, total, now - t0)
             flush(writer)
     finally:
         stop.set()
@@ -372,6 +398,17 @@ def _normalize_and_stage(writer: StageWriter, records: Sequence[Any], result: _S
     result.valid += len(chunk.frame)
     result.rejected += len(chunk.rejects)
     result.duplicates += chunk.duplicates
+
+
+def _keep_unchanged(staging: Staging, known: KnownHashes, records: Sequence[Any], result: _StreamResult) -> list[Any]:
+    """Records the warehouse already holds unchanged are only counted and their ids staged
+    (icr.unchanged); returns the others, to be normalized."""
+    with result.timings.measure(HASH):
+        split = known.split(list(records))
+        staging.write_kept(split.kept_ids)
+    result.kept += len(split.kept_ids)
+    result.duplicates += split.duplicates
+    return split.fresh
 
 
 def _finish_staging(staging: Staging, timings: Timings) -> None:

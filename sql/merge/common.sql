@@ -7,7 +7,8 @@ INSERT INTO icr_tmp_removals (installation_id)
 SELECT t.installation_id
 FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id);
 
 -- name: rejects_clear
 DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;

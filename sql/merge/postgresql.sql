@@ -1,6 +1,7 @@
 -- The set-based merge of one run's staging tables into the warehouse (PostgreSQL).
 -- Run by icr.warehouse.merge, statement by statement, inside ONE transaction holding the
--- merge advisory lock. {stage} and {rejects} are the run's staging tables; :params are bound.
+-- merge advisory lock. {stage} and {rejects} are the run's staging tables, {kept} the ids of records
+-- the extract found unchanged (icr.unchanged: present, nothing to write); :params are bound.
 -- The staging table holds permissions and raw as jsonb (parsed once, during the COPY); the CASTs
 -- below are then no-ops, kept so that a staging table of an older release still loads.
 
@@ -37,6 +38,7 @@ SELECT t.installation_id
 FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS text));
 
 -- name: insert_new
@@ -131,4 +133,5 @@ WHERE t.installation_id = r.installation_id;
 SELECT count(*) FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS text))
-  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id);

@@ -28,6 +28,7 @@ SELECT t.installation_id
 FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id);
 
 -- name: upsert_changed
@@ -115,4 +116,5 @@ WHERE installation_id IN (SELECT installation_id FROM icr_tmp_removals);
 SELECT count(*) FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id)
-  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id);
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id);

@@ -44,6 +44,25 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
     assert tables["icr_installation_daily"]["rows"] == 2000
     assert tables["icr_installation_permissions"]["rows"] > 2000
     assert d["floor_all_tables"]["seconds"] > d["floor"]["seconds"]
+    # issue 21: the first load against a bare COPY of every table it wrote (the run log included)
+    assert {"icr_sync_runs", "icr_daily_totals"} <= set(tables)
+    first = d["first_load"]
+    assert first["floor_seconds"] == pytest.approx(size["fetch_only"]["seconds"] + first["copy_seconds"])
+    assert first["over_floor"] == pytest.approx(size["sync"]["end_to_end_seconds"] / first["floor_seconds"])
+    # the nightly runs against fetch only; a no-change night normalizes nothing (decided by hash)
+    quiet, changed = d["nightly"]["rerun_no_change"], d["nightly"]["rerun_changes"]
+    assert quiet["unchanged_before_normalize"] == 2000 and quiet["normalize_seconds"] == 0
+    assert 0 < changed["unchanged_before_normalize"] < 2000
+    assert quiet["over_fetch_only"] == pytest.approx(
+        size["rerun_no_change"]["end_to_end_seconds"] / size["fetch_only"]["seconds"])
+    assert quiet["rows_written"] > 0  # today the daily snapshot rows of the date
+    by_name = {t["target"]: t for t in result["targets"]}
+    for name in ("nightly, no change: end to end / fetch only @ 2,000",
+                 "nightly, 1% changed 0.5% removed: end to end / fetch only @ 2,000",
+                 "nightly, no change: storage growth @ 2,000 (MB)", "first load: end to end / its floor @ 2,000",
+                 "nightly, no change: ours vs stock @ 2,000"):
+        assert by_name[name]["met"] in (True, False), name
+    assert by_name["ours vs dlt rest_api, first load @ 2,000"]["value"] == "not run"  # --smoke skips dlt
     assert size["sync"]["server_io"]["wal_mb"] > 0
     _positive(d["stock_normalize_load_seconds_extrapolated"], "stock seconds")
     _positive(d["speedup_vs_stock"], "speedup vs stock")
@@ -91,8 +110,8 @@ def test_benchmark_smoke(pg_admin_url: str, tmp_path) -> None:
 
     # CPU seconds per process for the fetch floor and sync #1's steps (PostgreSQL's when it is local)
     steps = {c["step"]: c for c in d["cpu"]}
-    assert list(steps) == ["floor: fetch only", "sync #1 extract", "sync #1 merge",
-                           "SQLite sync #1 extract", "SQLite sync #1 load"]
+    assert list(steps) == ["floor: fetch only", "sync #1 extract", "sync #1 merge", "sync #2 (no change) extract",
+                           "sync #2 (no change) merge", "SQLite sync #1 extract", "SQLite sync #1 load"]
     for step in ("floor: fetch only", "sync #1 extract", "SQLite sync #1 extract"):
         _positive(steps[step]["process"], f"{step}: worker CPU seconds")
         assert steps[step]["simulator"] is not None and steps[step]["simulator"] >= 0

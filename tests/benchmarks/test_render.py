@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.run import _verdict
+from benchmarks.render import _verdict
 
 
 def test_verdict_when_ours_is_faster() -> None:

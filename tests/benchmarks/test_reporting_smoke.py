@@ -20,4 +20,9 @@ def test_reporting_benchmark_smoke(pg_admin_url: str, capsys) -> None:
     for view in reporting.VIEWS:
         line = next((ln for ln in out.splitlines() if ln.strip().startswith(view + " ")), None)
         assert line is not None and re.search(r"(MET|MISS)$", line), (view, out)
+    # issue 21's two questions, on PostgreSQL and on SQLite (the aggregates copied into a file)
+    for label, _ in reporting.QUESTIONS:
+        lines = [ln for ln in out.splitlines() if ln.strip().startswith(label)]
+        assert len(lines) == 2 and all(re.search(r"(MET|MISS)$", ln) for ln in lines), (label, out)
+    assert "SQLite (target <= 3 s)" in out
     assert code == (0 if "MISS" not in out else 1)

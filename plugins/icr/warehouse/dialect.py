@@ -80,6 +80,15 @@ class Dialect:
 
     _stage_table_kind: ClassVar[str] = ""
 
+    def create_ids_sql(self, table: str) -> list[str]:
+        """(Re)create a run's empty table of ids (the records found unchanged, icr.unchanged)."""
+        return [f"DROP TABLE IF EXISTS {table}",
+                f"CREATE {self._stage_table_kind}TABLE {table} (installation_id {self.stage_types['installation_id']})"]
+
+    def key_ids_sql(self, table: str) -> list[str]:
+        """Key a table of ids once it is filled (the key proves each id is there once)."""
+        return self.lookup_key_sql(table)
+
     def unkey_stage_sql(self, table: str) -> list[str]:
         """Before staging is emptied for another pass: what the next pass must insert without."""
         return []
@@ -124,6 +133,9 @@ class PostgreSQL(Dialect):
 
     def set_work_mem(self, conn: Connection, value: str) -> None:
         conn.execute(sa.text("SELECT set_config('work_mem', :v, true)"), {"v": value})
+
+    def key_ids_sql(self, table: str) -> list[str]:
+        return [f"ALTER TABLE {table} ADD PRIMARY KEY (installation_id)", f"ANALYZE {table}"]
 
     def key_stage_sql(self, table: str, rejects_table: str) -> list[str]:
         # The primary key also proves there is exactly one row per installation.

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.runlog import RunContext, fail_stale_runs, record_start, running_run_ids
-from icr.warehouse.staging import STAGE_NAME, stage_names
+from icr.warehouse.staging import STAGE_NAME, run_tables
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def drop_orphaned_staging(warehouse: Warehouse, running: Callable[[], Iterable[s
     tables = [t for t in sa.inspect(warehouse.engine).get_table_names() if STAGE_NAME.fullmatch(t)]
     if not tables:
         return []
-    keep = {name for run_id in running() for name in stage_names(run_id)}
+    keep = {name for run_id in running() for name in run_tables(run_id)}
     orphans = [t for t in tables if t not in keep]
     if orphans:
         with warehouse.engine.begin() as conn:

@@ -75,7 +75,7 @@ class _Steps:
         self.timings = timings or Timings()
         self.merge = {**queries("common"), **queries(warehouse.dialect.name)}
         self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect.name}")}
-        self.tables = {"stage": staging.table, "rejects": staging.rejects_table}
+        self.tables = {"stage": staging.table, "rejects": staging.rejects_table, "kept": staging.kept_table}
 
     def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:
         sql = (self.merge.get(name) or self.daily[name]).format(**self.tables)
@@ -152,6 +152,7 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
         # and a rollback keeps the staged snapshot for a retry of the load.
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.table}")
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.rejects_table}")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.kept_table}")
     log.info("Run %s loaded: %s", run.run_id, {k: v for k, v in counts.items()})
     return {**{k: row[k] for k in ("records_fetched", "rejected", "snapshot_complete", "snapshot_source")}, **counts}
 
@@ -159,10 +160,13 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
 def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], options: LoadOptions) -> dict[str, Any]:
     staged = steps.scalar("SELECT count(*) FROM {stage}")
     staged_rejects = steps.scalar("SELECT count(*) FROM {rejects}")
+    # Records the extract found unchanged (icr.unchanged): present and counted, nothing to write.
+    kept = steps.scalar("SELECT count(*) FROM {kept}")
     fetched, rejected = int(row["records_fetched"]), int(row["rejected"])
-    if staged + staged_rejects != fetched or staged_rejects != rejected:
+    if staged + kept + staged_rejects != fetched or staged_rejects != rejected:
         raise WarehouseError(
-            f"staging for run {row['run_id']!r} holds {staged} rows and {staged_rejects} rejects, but the "
+            f"staging for run {row['run_id']!r} holds {staged} rows, {kept} unchanged ids and "
+            f"{staged_rejects} rejects, but the "
             f"extract step recorded {fetched} fetched and {rejected} rejected; rerun the whole DAG run")
     if fetched and rejected / fetched > options.max_reject_share:
         raise RejectThresholdError(
@@ -182,7 +186,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     if not complete:
         removals_skipped = f"snapshot incomplete ({row['incomplete_reason']}): no installation marked removed"
         log.warning("Run %s: %s", row["run_id"], removals_skipped)
-    elif active_before > staged - int(actions.get("insert", 0)) - int(actions.get("restore", 0)):
+    elif active_before > staged + kept - int(actions.get("insert", 0)) - int(actions.get("restore", 0)):
         # Staged ids are distinct, and every staged row that is not new or returning is an
         # active installation: only when there are more active ones can any be missing (the
         # usual nightly run, where nothing was removed, skips the anti-join over all rows).
@@ -221,16 +225,16 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         "inserted": inserted,
         "updated": updated,
         "restored": restored,
-        "unchanged": staged - inserted - updated,
+        "unchanged": staged + kept - inserted - updated,
         "removed": removing,
         "removals_skipped": removals_skipped,
         **drift,
         "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
     }
-    if complete and counts["active_after"] != staged + active_rejected:
+    if complete and counts["active_after"] != staged + kept + active_rejected:
         raise QualityCheckError(
             f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
-            f"had {staged} valid distinct ids (+{active_rejected} rejected but still active)")
+            f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active)")
     return counts
 
 

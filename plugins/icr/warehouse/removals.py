@@ -23,6 +23,7 @@ def removal_candidates(staging: Staging, batch: int = 1_000) -> Iterator[list[st
         "SELECT CAST(t.installation_id AS TEXT) AS id FROM icr_installation_state t "
         "WHERE t.deleted_at IS NULL "
         f"AND NOT EXISTS (SELECT 1 FROM {staging.table} s WHERE s.installation_id = t.installation_id) "
+        f"AND NOT EXISTS (SELECT 1 FROM {staging.kept_table} k WHERE k.installation_id = t.installation_id) "
         f"AND NOT EXISTS (SELECT 1 FROM {staging.rejects_table} r "
         "WHERE r.installation_id = CAST(t.installation_id AS TEXT))")
     warehouse = staging.warehouse

@@ -1,6 +1,6 @@
 """Per-run staging tables: where fetched, normalized rows wait between the extract and load tasks.
 
-Each run gets its own pair of tables, named from a hash of its run id, so tasks on different
+Each run gets its own tables (rows, rejects, and the ids of records found unchanged), named from a hash of its run id, so tasks on different
 Celery workers find them, concurrent runs never see each other's rows, and cleaning up is a
 ``DROP``. This module is their lifecycle: create, empty for another pass, key once filled, drop.
 Filling them is :mod:`icr.warehouse.stage_writer`; the DDL that differs by dialect (UNLOGGED
@@ -21,14 +21,24 @@ from icr.normalize import STAGE_COLUMNS, RejectedRecord
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.stage_writer import StageWriter
 
-#: The names :func:`stage_names` makes (and no other table's).
-STAGE_NAME = re.compile(r"icr_stage_(?:rej_)?[0-9a-f]{16}")
+#: The names :func:`run_tables` makes (and no other table's).
+STAGE_NAME = re.compile(r"icr_stage_(?:rej_|kept_)?[0-9a-f]{16}")
 
 
 def stage_names(run_id: str) -> tuple[str, str]:
     """The run's (rows, rejects) staging table names: stable per run id, safe as identifiers."""
     key = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:16]
     return f"icr_stage_{key}", f"icr_stage_rej_{key}"
+
+
+def kept_name(run_id: str) -> str:
+    """The run's table of kept ids: records the extract found unchanged (see icr.unchanged)."""
+    return "icr_stage_kept_" + stage_names(run_id)[0].rsplit("_", 1)[1]
+
+
+def run_tables(run_id: str) -> tuple[str, ...]:
+    """Every staging table of a run."""
+    return (*stage_names(run_id), kept_name(run_id))
 
 
 class Staging:
@@ -38,6 +48,7 @@ class Staging:
         self.warehouse = warehouse
         self.run_id = run_id
         self.table, self.rejects_table = stage_names(run_id)
+        self.kept_table = kept_name(run_id)
 
     def _execute(self, statements: Sequence[str]) -> None:
         if not statements:
@@ -48,28 +59,48 @@ class Staging:
 
     def create(self) -> None:
         """(Re)create empty staging tables; a retried task starts from scratch."""
-        self._execute(self.warehouse.dialect.create_stage_sql(self.table, self.rejects_table, STAGE_COLUMNS))
+        dialect = self.warehouse.dialect
+        self._execute([*dialect.create_stage_sql(self.table, self.rejects_table, STAGE_COLUMNS),
+                       *dialect.create_ids_sql(self.kept_table)])
 
     def truncate(self) -> None:
-        self._execute([*self.warehouse.dialect.unkey_stage_sql(self.table),
-                       f"DELETE FROM {self.table}", f"DELETE FROM {self.rejects_table}"])
+        dialect = self.warehouse.dialect
+        self._execute([*dialect.unkey_stage_sql(self.table), *dialect.unkey_stage_sql(self.kept_table),
+                       f"DELETE FROM {self.table}", f"DELETE FROM {self.rejects_table}",
+                       f"DELETE FROM {self.kept_table}"])
 
     def finish(self) -> None:
         """Index and analyze the staged rows once, in bulk (cheaper than per-row index upkeep).
 
         The key also proves there is exactly one row per installation.
         """
-        self._execute(self.warehouse.dialect.key_stage_sql(self.table, self.rejects_table))
+        dialect = self.warehouse.dialect
+        self._execute([*dialect.key_stage_sql(self.table, self.rejects_table), *dialect.key_ids_sql(self.kept_table)])
 
     def key_for_lookups(self) -> None:
         """Before :meth:`finish`: whatever a read looking staged ids up by key needs (SQLite's key)."""
-        self._execute(self.warehouse.dialect.lookup_key_sql(self.table))
+        dialect = self.warehouse.dialect
+        self._execute([*dialect.lookup_key_sql(self.table), *dialect.lookup_key_sql(self.kept_table)])
 
     def drop(self) -> None:
-        self._execute([f"DROP TABLE IF EXISTS {self.table}", f"DROP TABLE IF EXISTS {self.rejects_table}"])
+        self._execute([f"DROP TABLE IF EXISTS {t}" for t in (self.table, self.rejects_table, self.kept_table)])
 
     def exists(self) -> bool:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
+
+    def write_kept(self, ids: Sequence[str]) -> None:
+        """Append the ids of records found unchanged (lower-case UUIDs), on a connection of their
+        own (the rows' COPY may be open on another): one small COPY or one batched insert."""
+        if not ids:
+            return
+        with self.warehouse.engine.begin() as conn:
+            driver = conn.connection.driver_connection
+            if self.warehouse.dialect.stages_with_copy:
+                with driver.cursor() as cursor:
+                    with cursor.copy(f"COPY {self.kept_table} (installation_id) FROM STDIN") as copy:
+                        copy.write(("\n".join(ids) + "\n").encode("ascii"))
+            else:
+                driver.executemany(f"INSERT INTO {self.kept_table} (installation_id) VALUES (?)", [(i,) for i in ids])
 
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
         """Append one normalized chunk (and its rejects) in one round of bulk I/O."""

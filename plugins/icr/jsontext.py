@@ -36,6 +36,10 @@ except ImportError:  # pragma: no cover - msgspec ships with Airflow 3
     _fast_json = None
     _fast_pack = None
 
+#: msgspec's encoder without the float check (None without msgspec): a record holding a float may
+#: encode differently from canonical_json, so use it only where that is harmless (a hash miss).
+fast_encode = _fast_json
+
 
 def canonical_json(value: Any) -> str:
     """Canonical JSON text: sorted keys, no whitespace, non-ASCII kept as is."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from icr.normalize import _exact_encode, _fast_json
+from icr.jsontext import exact_encode, fast_encode
 from icr.warehouse.engine import Warehouse
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class KnownHashes:
         ids: list[str | None] = []  # per record: its lower-case id, or None (normalize judges it)
         keys: list[int] = []
         digests: list[int] = []
-        encode = _fast_json or _exact_encode_bytes
+        encode = fast_encode or _exact_encode_bytes
         sha256 = hashlib.sha256
         for rec in records:
             rid = rec.get("id") if type(rec) is dict else None
@@ -152,4 +152,4 @@ class KnownHashes:
 
 
 def _exact_encode_bytes(record: Any) -> bytes:
-    return _exact_encode(record).encode("utf-8")
+    return exact_encode(record).encode("utf-8")

@@ -15,7 +15,9 @@ from icr.unchanged import KnownHashes
 from icr.warehouse.runlog import get_run
 from icr.warehouse.housekeeping import drop_orphaned_staging
 from icr.warehouse.staging import Staging
-from tests.icr.warehouse.helpers import StaticHook, make_record, scalar, table_fingerprint
+from tests.icr.warehouse.helpers import StaticHook, scalar
+from tests.support.records import make_record
+from tests.support.warehouse import table_fingerprint
 from tests.icr.warehouse.test_load import active_ids, ctx
 
 _n = count(1)

@@ -8,7 +8,20 @@ SELECT t.installation_id
 FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
-  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id);
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
+  -- not one seen after this snapshot was taken (a webhook event applied while the run paged):
+  -- the older list cannot know it
+  AND t.last_seen_at <= :now;
+
+-- name: count_seen_after_snapshot
+-- What plan_removals leaves active only because a webhook event applied it after the list was read.
+SELECT count(*)
+FROM icr_installation_state t
+WHERE t.deleted_at IS NULL
+  AND t.last_seen_at > :now
+  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
+  AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS TEXT));
 
 -- name: rejects_clear
 DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;

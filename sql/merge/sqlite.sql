@@ -29,7 +29,10 @@ FROM icr_installation_state t
 WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
-  AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id);
+  AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = t.installation_id)
+  -- not one seen after this snapshot was taken (a webhook event applied while the run paged):
+  -- the older list cannot know it
+  AND t.last_seen_at <= :now;
 
 -- name: upsert_changed
 INSERT INTO icr_installation_state (

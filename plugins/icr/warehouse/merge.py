@@ -183,6 +183,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
     active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
     complete = bool(row["snapshot_complete"])
     removals_skipped = None
+    newer = 0  # active, absent from the list, but seen after it was read (kept, not removed)
     if not complete:
         removals_skipped = f"snapshot incomplete ({row['incomplete_reason']}): no installation marked removed"
         log.warning("Run %s: %s", row["run_id"], removals_skipped)
@@ -191,6 +192,10 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         # active installation: only when there are more active ones can any be missing (the
         # usual nightly run, where nothing was removed, skips the anti-join over all rows).
         steps.run("plan_removals" if staged_rejects else "plan_removals_no_rejects")
+        newer = steps.scalar(steps.merge["count_seen_after_snapshot"], now=steps.params["now"])
+        if newer:
+            log.info("Run %s: %d installation(s) not in the list were applied by webhook events after it "
+                     "was read; they stay active", row["run_id"], newer)
     removing = steps.scalar("SELECT count(*) FROM icr_tmp_removals")
     if removing and active_before and removing / active_before > options.max_removal_share:
         if not options.accept_mass_removal:
@@ -231,10 +236,11 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         **drift,
         "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
     }
-    if complete and counts["active_after"] != staged + kept + active_rejected:
+    if complete and counts["active_after"] != staged + kept + active_rejected + newer:
         raise QualityCheckError(
             f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
-            f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active)")
+            f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
+            f"+{newer} applied by webhook events after it was read)")
     return counts
 
 

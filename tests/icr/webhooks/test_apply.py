@@ -261,6 +261,24 @@ def test_nightly_sync_agrees_and_records_drift(wh):
     assert wrongly_removed["id"] in detail and wrongly_active["id"] in detail
 
 
+def test_an_install_applied_while_the_nightly_pages_survives_its_older_list(wh):
+    """The nightly read its list before the install's event was applied: that list cannot know
+    the installation, so the load keeps it instead of removing it until the next night."""
+    from icr.sync import cleanup, extract, load
+
+    icr, listed, installed_meanwhile = FakeICR(), make_record(30), make_record(31)
+    run = RunContext(run_id="nightly_2", logical_date=datetime.now(timezone.utc), dag_id="test")
+    extract(wh, StaticHook([listed]), run, SyncSettings())
+    icr.records[installed_meanwhile["id"]] = installed_meanwhile
+    deliver(wh, "installed", installed_meanwhile)
+    apply(wh, icr)
+    result = load(wh, run, SyncSettings())
+    cleanup(wh, run)
+    assert result["removed"] == 0
+    assert state(wh) == {listed["id"]: (True, None), installed_meanwhile["id"]: (True, None)}
+    assert installed_meanwhile["id"] in reported(wh)
+
+
 def test_confirm_over_http(make_simulator, icr_connection, sqlite_warehouse):
     """The real GET /app/installations/{id} (app JWT, the hook's client) against the simulator:
     200 upserts the record ICR answers, 404 removes it."""

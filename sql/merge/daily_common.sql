@@ -79,14 +79,27 @@ FROM icr_installation_daily a
 JOIN icr_installation_daily b ON b.snapshot_date = :prev AND b.installation_id = a.installation_id
 WHERE a.snapshot_date = :day;
 
+-- name: daily_removed_by_reason
+-- Of the installations in :prev's snapshot and not in :day's, how many webhook events removed as
+-- uninstalled or as suspended (their removal_reason; migration 0009). Few rows carry a reason.
+SELECT count(CASE WHEN t.removal_reason = 'uninstalled' THEN 1 END),
+       count(CASE WHEN t.removal_reason = 'suspended' THEN 1 END)
+FROM icr_installation_state t
+JOIN icr_installation_daily b ON b.snapshot_date = :prev AND b.installation_id = t.installation_id
+WHERE t.removal_reason IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM icr_installation_daily a
+                  WHERE a.snapshot_date = :day AND a.installation_id = t.installation_id);
+
 -- name: totals_delete
 DELETE FROM icr_daily_totals WHERE snapshot_date = :day;
 
 -- name: totals_insert
-INSERT INTO icr_daily_totals (snapshot_date, compared_to, active, new, removed, sync_run_id)
-VALUES (:day, :prev, :active, :new, :removed, :run_id);
+INSERT INTO icr_daily_totals (snapshot_date, compared_to, active, new, removed, removed_uninstalled,
+                              removed_suspended, sync_run_id)
+VALUES (:day, :prev, :active, :new, :removed, :removed_uninstalled, :removed_suspended, :run_id);
 
 -- name: totals_update_changes
 -- The next snapshot date after a backfilled one is now compared with it.
-UPDATE icr_daily_totals SET compared_to = :prev, new = :new, removed = :removed
+UPDATE icr_daily_totals SET compared_to = :prev, new = :new, removed = :removed,
+       removed_uninstalled = :removed_uninstalled, removed_suspended = :removed_suspended
 WHERE snapshot_date = :day;

@@ -269,12 +269,20 @@ def _write_daily_aggregates(steps: _Steps, *, current: bool, active: int) -> Non
 
 
 def _changes(steps: _Steps, day: Any, active: int, prev: Any) -> dict[str, int | None]:
-    """New and removed on ``day`` compared with the snapshot of ``prev`` (None: nothing to compare)."""
+    """New and removed on ``day`` compared with the snapshot of ``prev`` (None: nothing to
+    compare), and how many of the removed webhook events reported as uninstalled or suspended
+    (both None when none of them has a recorded reason: no webhooks, or they just vanished)."""
+    out: dict[str, int | None] = dict.fromkeys(("new", "removed", "removed_uninstalled", "removed_suspended"))
     if prev is None:
-        return {"new": None, "removed": None}
+        return out
     kept = int(steps.run("daily_count_kept", day=day, prev=prev).scalar_one())
     before = int(steps.run("daily_count", day=prev).scalar_one())
-    return {"new": active - kept, "removed": before - kept}
+    out.update(new=active - kept, removed=before - kept)
+    if before > kept:
+        uninstalled, suspended = steps.run("daily_removed_by_reason", day=day, prev=prev).one()
+        if uninstalled or suspended:
+            out.update(removed_uninstalled=int(uninstalled), removed_suspended=int(suspended))
+    return out
 
 
 def _suspend_indexes(conn: Connection) -> list[str]:

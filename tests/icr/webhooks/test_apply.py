@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import count
 from typing import Any
 
@@ -277,6 +277,25 @@ def test_an_install_applied_while_the_nightly_pages_survives_its_older_list(wh):
     assert result["removed"] == 0
     assert state(wh) == {listed["id"]: (True, None), installed_meanwhile["id"]: (True, None)}
     assert installed_meanwhile["id"] in reported(wh)
+
+
+def test_removals_by_reason_reach_the_daily_totals(wh):
+    """icr_report_new_removed_daily splits the day's removed by the reason the events gave;
+    an installation that just vanished from the list counts in removed only."""
+    icr = FakeICR()
+    uninstalled, suspended, vanished, stays = (make_record(i) for i in (40, 41, 42, 43))
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    run_sync(wh, StaticHook([uninstalled, suspended, vanished, stays]), RunContext("day_1", yesterday, "test"))
+    for rec, event in ((uninstalled, "uninstalled"), (suspended, "suspended")):
+        icr.records[rec["id"]] = None
+        deliver(wh, event, rec)
+    apply(wh, icr)
+    run_sync(wh, StaticHook([stays]), RunContext("day_2", datetime.now(timezone.utc), "test"))
+    with wh.read() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT new, removed, removed_uninstalled, removed_suspended FROM icr_report_new_removed_daily "
+            "ORDER BY snapshot_date")).all()
+    assert [tuple(r) for r in rows] == [(None, None, None, None), (0, 3, 1, 1)]
 
 
 def test_confirm_over_http(make_simulator, icr_connection, sqlite_warehouse):

@@ -210,6 +210,7 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
         api_requests=int(stats.get("requests", 0)),
         retries=int(stats.get("retries", 0)),
         retries_by_reason=dict(stats.get("retries_by_reason", {}) or {}),
+        step_seconds=timings.rounded(),
     )
     update_run(warehouse, run.run_id, **fields)
     fetched = result.valid + result.kept + result.rejected

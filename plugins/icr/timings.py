@@ -35,6 +35,10 @@ class Timings:
     def __getitem__(self, name: str) -> float:
         return self._seconds.get(name, 0.0)
 
+    def rounded(self, digits: int = 3) -> dict[str, float]:
+        """Every step's seconds, slowest first, rounded (what the run row keeps)."""
+        return {name: round(seconds, digits) for name, seconds in self.as_dict().items()}
+
     def as_dict(self) -> dict[str, float]:
         """Every step's seconds, slowest first."""
         return dict(sorted(self._seconds.items(), key=lambda kv: -kv[1]))

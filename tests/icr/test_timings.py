@@ -44,3 +44,21 @@ def test_extract_and_load_fill_the_collector_the_summary_reads(warehouse):
     assert {"merge:plan_changes", "merge:permissions_insert", "merge:daily_insert_current",
             "merge:check_run"} <= steps
     assert all(":" in k for k in timings.as_dict())  # the benchmark prints the part after the colon
+
+
+def test_the_run_row_keeps_the_seconds_of_every_step(warehouse):
+    """icr_sync_runs.step_seconds: what the extract task and the load task each measured (they may
+    run on different workers), for an operator asking where a slow night's time went."""
+    import json
+
+    from icr.sync import NORMALIZE, SyncSettings, run_sync
+    from icr.warehouse.runlog import RunContext, get_run
+    from tests.icr.warehouse.helpers import StaticHook
+    from tests.support.records import make_record
+
+    run = RunContext(run_id="timings_row", logical_date=datetime.now(timezone.utc), dag_id="test")
+    run_sync(warehouse, StaticHook([make_record(i) for i in range(40)]), run, SyncSettings())
+    stored = get_run(warehouse, run.run_id)["step_seconds"]
+    steps = stored if isinstance(stored, dict) else json.loads(stored)
+    assert steps[NORMALIZE] > 0 and steps["merge:plan_changes"] > 0
+    assert all(isinstance(v, float) and v >= 0 for v in steps.values())

@@ -7,6 +7,7 @@ everything back and leaves the warehouse exactly as it was. The SQL lives in ``s
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
             "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
             d=warehouse.day(run.snapshot_date))
         _write_daily_aggregates(steps, current=current, active=counts["daily_rows"])
-        final = {**counts, "status": "success", "finished_at": finished, "error": None}
+        final = {**counts, "status": "success", "finished_at": finished, "error": None,
+                 "step_seconds": {**_json_dict(row.get("step_seconds")), **timings.rounded()}}
         with timings.measure("merge:check_run"):
             check_run(conn, warehouse, run, {**row, **final})
         update_run(warehouse, run.run_id, conn=conn, **final)
@@ -373,6 +375,13 @@ def verify_run(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:
     with warehouse.read() as conn:
         check_run(conn, warehouse, run, row)
     return row
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    """A JSON column as a dict (PostgreSQL may hand back the parsed value, SQLite the text)."""
+    if not value:
+        return {}
+    return value if isinstance(value, dict) else json.loads(value)
 
 
 def _as_dt(value: Any) -> datetime | None:

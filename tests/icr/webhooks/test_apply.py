@@ -85,6 +85,19 @@ def history(warehouse, iid: str) -> list[tuple[bool, str | None]]:
             "WHERE CAST(installation_id AS TEXT) = :i ORDER BY history_id"), {"i": iid})]
 
 
+def installed_then(warehouse, n: int, event: str) -> tuple[FakeICR, dict[str, Any]]:
+    """Record ``n`` installed and applied, then ``event`` delivered and applied while ICR answers
+    404 for it."""
+    icr, rec = FakeICR(), make_record(n)
+    icr.records[rec["id"]] = rec
+    deliver(warehouse, "installed", rec)
+    apply(warehouse, icr)
+    icr.records[rec["id"]] = None
+    deliver(warehouse, event, rec)
+    apply(warehouse, icr)
+    return icr, rec
+
+
 @pytest.fixture
 def wh(warehouse):
     apply_migrations(warehouse)
@@ -113,13 +126,7 @@ def test_install_then_uninstall_updates_state_history_and_report(wh):
 
 
 def test_suspend_and_unsuspend_restore_and_clear_the_reason(wh):
-    icr, rec = FakeICR(), make_record(2)
-    icr.records[rec["id"]] = rec
-    deliver(wh, "installed", rec)
-    apply(wh, icr)
-    icr.records[rec["id"]] = None
-    deliver(wh, "suspended", rec)
-    apply(wh, icr)
+    icr, rec = installed_then(wh, 2, "suspended")
     assert state(wh) == {rec["id"]: (False, "suspended")}
     icr.records[rec["id"]] = rec
     deliver(wh, "unsuspended", {**rec, "updatedAt": "2026-11-30T00:00:00.000Z"})
@@ -179,13 +186,7 @@ def test_new_permissions_are_upserted(wh):
 
 
 def test_404_on_a_non_removal_event_removes_with_unknown_reason(wh):
-    icr, rec = FakeICR(), make_record(7)
-    icr.records[rec["id"]] = rec
-    deliver(wh, "installed", rec)
-    apply(wh, icr)
-    icr.records[rec["id"]] = None
-    deliver(wh, "newPermissionsAccepted", rec)
-    apply(wh, icr)
+    icr, rec = installed_then(wh, 7, "newPermissionsAccepted")
     assert state(wh) == {rec["id"]: (False, None)}
 
 

@@ -253,9 +253,12 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     rx = ReceiverProcess(secret=SECRET, warehouse_url=pg_database, redis_url=DEAD_REDIS).start()
     retries = [0]
     stop = threading.Event()
+    under_way = threading.Event()  # a third of the deliveries are in: kill the receiver now
 
     def send_all():
-        for body, headers in deliveries:
+        for n, (body, headers) in enumerate(deliveries):
+            if n == len(deliveries) // 3:
+                under_way.set()
             while not stop.is_set():
                 try:
                     if requests.post(rx.url, data=body, headers=headers, timeout=5).status_code == 202:
@@ -268,7 +271,7 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     sender = threading.Thread(target=send_all)
     sender.start()
     try:
-        time.sleep(1.0)
+        assert under_way.wait(60), "the sender did not get a third of the deliveries in"
         rx.stop(signal.SIGKILL)
         leaks.feed("receiver output", rx.output())
         time.sleep(0.5)

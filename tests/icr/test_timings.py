@@ -60,5 +60,7 @@ def test_the_run_row_keeps_the_seconds_of_every_step(warehouse):
     run_sync(warehouse, StaticHook([make_record(i) for i in range(40)]), run, SyncSettings())
     stored = get_run(warehouse, run.run_id)["step_seconds"]
     steps = stored if isinstance(stored, dict) else json.loads(stored)
-    assert steps[NORMALIZE] > 0 and steps["merge:plan_changes"] > 0
+    # Both tasks' steps are there (a fast step may round to 0.0 ms: the run row keeps 3 decimals).
+    assert {NORMALIZE, "merge:plan_changes"} <= set(steps)
     assert all(isinstance(v, float) and v >= 0 for v in steps.values())
+    assert sum(steps.values()) > 0

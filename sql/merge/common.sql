@@ -23,6 +23,15 @@ WHERE t.deleted_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id)
   AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.installation_id = CAST(t.installation_id AS TEXT));
 
+-- name: count_removed_after_snapshot
+-- Listed installations (staged or kept unchanged) that a webhook event removed after the list was
+-- read: plan_changes leaves them removed, so they are not active after this run.
+SELECT count(*)
+FROM icr_installation_state t
+WHERE t.deleted_at > :now
+  AND (EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
+       OR EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id));
+
 -- name: rejects_clear
 DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
 

@@ -20,8 +20,11 @@ SELECT s.installation_id,
             ELSE 'resync' END
 FROM {stage} s
 LEFT JOIN icr_installation_state t ON t.installation_id = s.installation_id
-WHERE t.installation_id IS NULL OR t.deleted_at IS NOT NULL OR t.record_hash <> s.record_hash
-   OR CAST(:full_resync AS boolean);
+WHERE (t.installation_id IS NULL OR t.deleted_at IS NOT NULL OR t.record_hash <> s.record_hash
+       OR CAST(:full_resync AS boolean))
+  -- not one a webhook event wrote after this list was read (removed or changed since): the older
+  -- list must not undo it (count_removed_after_snapshot counts the removed ones)
+  AND (t.installation_id IS NULL OR (t.last_seen_at <= :now AND (t.deleted_at IS NULL OR t.deleted_at <= :now)));
 
 -- name: analyze_changes
 -- Real row counts for the planner (a temp table has no statistics until analyzed).

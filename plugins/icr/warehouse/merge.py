@@ -209,6 +209,11 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         log.warning("Run %s: accepting a mass removal of %d of %d installations (accept_mass_removal)",
                     row["run_id"], removing, active_before)
 
+    # listed, but removed by a webhook event after the list was read: plan_changes left them removed
+    removed_since = steps.scalar(steps.merge["count_removed_after_snapshot"], now=steps.params["now"])
+    if removed_since:
+        log.info("Run %s: %d listed installation(s) were removed by webhook events after the list was read; "
+                 "they stay removed", row["run_id"], removed_since)
     drift = reconcile_snapshot(steps.conn)  # webhook events vs this list (issue 23)
     for name in warehouse.dialect.write_state_steps:
         steps.run(name)
@@ -238,11 +243,11 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         **drift,
         "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
     }
-    if complete and counts["active_after"] != staged + kept + active_rejected + newer:
+    if complete and counts["active_after"] != staged + kept + active_rejected + newer - removed_since:
         raise QualityCheckError(
             f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
             f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
-            f"+{newer} applied by webhook events after it was read)")
+            f"+{newer} applied and -{removed_since} removed by webhook events after it was read)")
     return counts
 
 

@@ -280,6 +280,52 @@ def test_an_install_applied_while_the_nightly_pages_survives_its_older_list(wh):
     assert installed_meanwhile["id"] in reported(wh)
 
 
+def _nightly_then_event(wh, listed: list[dict[str, Any]], event: str, icr: FakeICR, record: dict[str, Any]):
+    """A nightly reads ``listed``; while it pages, ``event`` for ``record`` is delivered and applied
+    (ICR answers what ``icr`` holds then); then the nightly loads its older list."""
+    from icr.sync import cleanup, extract, load
+
+    run = RunContext(run_id=f"nightly_{next(_n)}", logical_date=datetime.now(timezone.utc), dag_id="test")
+    extract(wh, StaticHook(listed), run, SyncSettings())
+    deliver(wh, event, record)
+    apply(wh, icr)
+    result = load(wh, run, SyncSettings())
+    cleanup(wh, run)
+    return result
+
+
+def _loaded(wh, records: list[dict[str, Any]]) -> None:
+    run = RunContext(run_id=f"nightly_{next(_n)}", logical_date=datetime.now(timezone.utc), dag_id="test")
+    run_sync(wh, StaticHook(records), run, SyncSettings())
+
+
+@pytest.mark.parametrize("changed_in_list", [False, True], ids=["unchanged", "changed"])
+def test_an_uninstall_applied_while_the_nightly_pages_is_not_undone_by_its_older_list(wh, changed_in_list):
+    """The list was read before the uninstall's event was applied: it still shows the installation
+    (unchanged, or changed since the last night), and must neither restore it nor fail the run."""
+    icr, rec, other = FakeICR(), make_record(40), make_record(41)
+    _loaded(wh, [rec, other])
+    listed = {**rec, "permissions": {"organization_info": "WRITE"}} if changed_in_list else rec
+    icr.records[rec["id"]] = None  # uninstalled: GET /app/installations/{id} answers 404
+    result = _nightly_then_event(wh, [listed, other], "uninstalled", icr, rec)
+    assert state(wh) == {rec["id"]: (False, "uninstalled"), other["id"]: (True, None)}
+    assert rec["id"] not in reported(wh)
+    assert result["active_after"] == 1 and result["removed"] == 0
+
+
+def test_new_permissions_applied_while_the_nightly_pages_are_not_overwritten_by_its_older_list(wh):
+    icr, rec = FakeICR(), make_record(42)
+    _loaded(wh, [rec])
+    older = {**rec, "permissions": {"organization_info": "WRITE"}, "updatedAt": "2026-11-30T09:00:00.000Z"}
+    newer = {**rec, "permissions": {"organization_info": "VIEW", "credits": "WRITE"},
+             "updatedAt": "2026-11-30T10:00:00.000Z"}
+    icr.records[rec["id"]] = newer
+    _nightly_then_event(wh, [older], "newPermissionsAccepted", icr, newer)
+    with wh.read() as conn:
+        perms = dict(conn.execute(sa.text("SELECT permission, access FROM icr_installation_permissions")).all())
+    assert perms == newer["permissions"]
+
+
 def test_removals_by_reason_reach_the_daily_totals(wh):
     """icr_report_new_removed_daily splits the day's removed by the reason the events gave;
     an installation that just vanished from the list counts in removed only."""

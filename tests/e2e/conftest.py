@@ -90,11 +90,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules that change the shared simulator's data (``CHANGES_SHARED_SIMULATOR = True``) run
-    after every other test: the others compare a day's snapshot with the simulator's truth."""
-    last = [item for item in items if getattr(getattr(item, "module", None), "CHANGES_SHARED_SIMULATOR", False)]
-    if last:
-        items[:] = [item for item in items if item not in last] + last
+    """The e2e tests run after every other test, so that the shared deployment (five Airflow
+    processes that keep parsing and heartbeating while idle) never shares the 2 CPUs with the
+    rest of the suite; first the e2e tests that start their own deployment (the guide), before
+    the shared one is up. Modules that change the shared simulator's data
+    (``CHANGES_SHARED_SIMULATOR = True``) run last: the others compare a day's snapshot with the
+    simulator's truth."""
+    items.sort(key=_run_order)  # stable: the collection order stays within each group
+
+
+def _run_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("e2e") is None:
+        return 0
+    if getattr(getattr(item, "module", None), "CHANGES_SHARED_SIMULATOR", False):
+        return 3
+    return 2 if "airflow_deployment" in getattr(item, "fixturenames", ()) else 1
 
 
 @pytest.fixture(scope="module")

@@ -60,5 +60,6 @@ def test_the_run_row_keeps_the_seconds_of_every_step(warehouse):
     run_sync(warehouse, StaticHook([make_record(i) for i in range(40)]), run, SyncSettings())
     stored = get_run(warehouse, run.run_id)["step_seconds"]
     steps = stored if isinstance(stored, dict) else json.loads(stored)
-    assert steps[NORMALIZE] > 0 and steps["merge:plan_changes"] > 0
-    assert all(isinstance(v, float) and v >= 0 for v in steps.values())
+    # Both tasks' steps; kept to the millisecond, so a step of 40 records may well show 0.0.
+    assert {NORMALIZE, "merge:plan_changes"} <= steps.keys()
+    assert all(isinstance(v, float) and v >= 0 for v in steps.values()) and sum(steps.values()) > 0

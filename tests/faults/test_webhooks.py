@@ -252,6 +252,7 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     deliveries = [delivery("installed", inst(), SECRET) for _ in range(120)]
     rx = ReceiverProcess(secret=SECRET, warehouse_url=pg_database, redis_url=DEAD_REDIS).start()
     retries = [0]
+    accepted = [0]
     stop = threading.Event()
 
     def send_all():
@@ -259,6 +260,7 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
             while not stop.is_set():
                 try:
                     if requests.post(rx.url, data=body, headers=headers, timeout=5).status_code == 202:
+                        accepted[0] += 1
                         break
                 except requests.RequestException:
                     pass
@@ -268,7 +270,10 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     sender = threading.Thread(target=send_all)
     sender.start()
     try:
-        time.sleep(1.0)
+        # Mid-stream however fast the receiver answers (a fixed second let a fast one take all 120).
+        deadline = time.monotonic() + 30
+        while accepted[0] < 10 and sender.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
         rx.stop(signal.SIGKILL)
         leaks.feed("receiver output", rx.output())
         time.sleep(0.5)

@@ -82,11 +82,11 @@ def test_wheel_holds_every_sql_file_the_provider_entry_point_and_no_tests(wheel:
 _PROBE = """
 import json, sys
 import icr
-from icr.warehouse import merge, migrations
+from icr.warehouse import migrations, statements
 out = {"icr_file": icr.__file__}
 for dialect in ("postgresql", "sqlite"):
     out[dialect] = [m.version + "_" + m.name for m in migrations.available(dialect)]
-out["merge"] = {name: sorted(merge.queries(name)) for name in sys.argv[1:]}
+out["merge"] = {name: sorted(statements.queries(name)) for name in sys.argv[1:]}
 print(json.dumps(out))
 """
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -77,9 +78,7 @@ def decode_installation(content: bytes, *, installation_id: str, where: str = "r
         return _decode(content)
     except (ValueError, RecursionError):
         pass
-    start = _skip_ws(content, 0)
-    if start >= len(content) or content[start] != 0x7B:  # "{"
-        raise NotAPage("the body is not a JSON object")
+    start = _object_start(content)
     return _decode_record(content[start:].rstrip(_WS), where, json.dumps(installation_id).encode())
 
 
@@ -100,25 +99,43 @@ class PageSpans:
 def split_page(content: bytes, *, max_depth: int = MAX_DEPTH) -> PageSpans:
     """Find the byte span of each element of the top-level ``installations`` array.
 
-    Iterative: nesting costs a counter, not a stack frame. Raises :class:`NotAPage` when the
-    body is not one JSON object (and nothing after it) whose ``installations`` is an array."""
+    One pass over the body's tokens: :func:`_scan_envelope` walks the top-level object and
+    hands the same tokens to :func:`_split_array` for the array. Iterative: nesting costs a
+    counter, not a stack frame. Raises :class:`NotAPage` when the body is not one JSON object
+    (and nothing after it) whose ``installations`` is an array."""
+    start = _object_start(content)
+    tokens = _TOKEN.finditer(content, start)
+    end, array, records = _scan_envelope(content, tokens, max_depth)
+    if end < 0:
+        raise NotAPage("the body ends before its JSON object does (cut off?)")
+    if content[end:].strip(_WS):
+        raise NotAPage("the body has data after its JSON object")
+    if array is None:
+        raise NotAPage("the body has no 'installations' array")
+    return PageSpans(array, records)
+
+
+def _object_start(content: bytes) -> int:
+    """Where the body's JSON object opens (its ``{``), after any white space."""
     start = _skip_ws(content, 0)
     if start >= len(content) or content[start] != 0x7B:  # "{"
         raise NotAPage("the body is not a JSON object")
+    return start
+
+
+_Records = list[tuple[int, int, bool, bytes | None]]
+
+
+def _scan_envelope(content: bytes, tokens: Iterator[re.Match[bytes]], max_depth: int
+                   ) -> tuple[int, tuple[int, int] | None, _Records]:
+    """Walk the top-level object: the end of the object (-1: cut off), the (open, close)
+    offsets of its ``installations`` array (None: no such array) and the array's elements."""
     depth = 0
     key: bytes | None = None  # last string at depth 1 (a key candidate)
     key_is_next = False  # depth 1: the last token was ':' after a key
-    array_open = array_close = -1
-    in_array = False
-    elem_start = 0
-    elem_too_deep = False
-    elem_id: bytes | None = None
-    elem_key: bytes | None = None  # last string directly inside the element's object
-    elem_colon_end = -1
-    after_id_colon = False
-    records: list[tuple[int, int, bool, bytes | None]] = []
-    end = -1
-    for m in _TOKEN.finditer(content, start):
+    array: tuple[int, int] | None = None
+    records: _Records = []
+    for m in tokens:
         tok = m.group()
         c = tok[0]
         if c == 0x22:  # '"'
@@ -126,59 +143,78 @@ def split_page(content: bytes, *, max_depth: int = MAX_DEPTH) -> PageSpans:
                 raise NotAPage("the body has an unterminated string")
             if depth == 1:
                 key = tok
-            elif in_array and depth == 3:
+            continue
+        if c == 0x5B and depth == 1 and key_is_next and key == _INSTALLATIONS_KEY:  # [
+            if array is not None:
+                raise NotAPage("the body has two 'installations' keys")
+            close, records = _split_array(content, tokens, m.end(), max_depth)
+            array = (m.start(), close)
+        elif c in (0x7B, 0x5B):  # { [
+            depth += 1
+        elif c in (0x7D, 0x5D):  # } ]
+            depth -= 1
+            if depth < 0:
+                raise NotAPage("the body has an unbalanced bracket")
+            if depth == 0:
+                return m.end(), array, records
+        elif c == 0x3A:  # :
+            if depth == 1:
+                key_is_next = key is not None
+            continue
+        elif depth == 1:  # ,
+            key = None
+        key_is_next = False
+    return -1, array, records
+
+
+def _split_array(content: bytes, tokens: Iterator[re.Match[bytes]], first: int, max_depth: int
+                 ) -> tuple[int, _Records]:
+    """Read the tokens of the ``installations`` array up to its closing bracket: its offset
+    (-1: the body ends first) and each element's (start, end, nested too deep, top-level id)."""
+    depth = 0  # 0: between elements, 1: inside an element's object
+    elem_start = first
+    elem_too_deep = False
+    elem_id: bytes | None = None
+    elem_key: bytes | None = None  # last string directly inside the element's object
+    elem_colon_end = -1
+    after_id_colon = False
+    records: _Records = []
+    for m in tokens:
+        tok = m.group()
+        c = tok[0]
+        if c == 0x22:  # '"'
+            if len(tok) == 1:
+                raise NotAPage("the body has an unterminated string")
+            if depth == 1:
                 if after_id_colon and not content[elem_colon_end:m.start()].strip(_WS):
                     elem_id = tok
                 after_id_colon = False
                 elem_key = tok
             continue
         if c in (0x7B, 0x5B):  # { [
-            if depth == 1 and key_is_next and c == 0x5B and key == _INSTALLATIONS_KEY:
-                if array_open >= 0:
-                    raise NotAPage("the body has two 'installations' keys")
-                array_open, in_array, elem_start = m.start(), True, m.end()
-                elem_too_deep, elem_id = False, None
             depth += 1
-            if in_array and depth - 2 > max_depth:
+            if depth > max_depth:
                 elem_too_deep = True
-            key_is_next = False
             after_id_colon = False
             continue
         if c in (0x7D, 0x5D):  # } ]
-            if in_array and depth == 2:
+            if depth == 0:
                 if c != 0x5D:
                     raise NotAPage("the installations array is not closed properly")
                 _add_element(content, elem_start, m.start(), elem_too_deep, elem_id, records, last=True)
-                array_close, in_array = m.start(), False
+                return m.start(), records
             depth -= 1
-            if depth < 0:
-                raise NotAPage("the body has an unbalanced bracket")
-            if depth == 0:
-                end = m.end()
-                break
-            key_is_next = False
             continue
         if c == 0x3A:  # :
             if depth == 1:
-                key_is_next = key is not None
-            elif in_array and depth == 3:
                 after_id_colon = elem_key == _ID_KEY
                 elem_colon_end = m.end()
             continue
-        # ","
-        if in_array and depth == 2:
+        if depth == 0:  # ,
             _add_element(content, elem_start, m.start(), elem_too_deep, elem_id, records, last=False)
             elem_start, elem_too_deep, elem_id = m.end(), False, None
-        if depth == 1:
-            key, key_is_next = None, False
         after_id_colon = False
-    if end < 0:
-        raise NotAPage("the body ends before its JSON object does (cut off?)")
-    if content[end:].strip(_WS):
-        raise NotAPage("the body has data after its JSON object")
-    if array_open < 0:
-        raise NotAPage("the body has no 'installations' array")
-    return PageSpans((array_open, array_close), records)
+    return -1, records
 
 
 def _skip_ws(content: bytes, at: int) -> int:

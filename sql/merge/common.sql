@@ -13,6 +13,13 @@ WHERE t.deleted_at IS NULL
   -- the older list cannot know it
   AND t.last_seen_at <= :now;
 
+-- name: clear_returning_reasons
+-- A returning installation (planned 'restore') is active again: it keeps no removal reason.
+-- Run by the nightly merge and the webhook events alike, after plan_changes.
+UPDATE icr_installation_state SET removal_reason = NULL
+WHERE removal_reason IS NOT NULL
+  AND installation_id IN (SELECT installation_id FROM icr_tmp_changes WHERE action = 'restore');
+
 -- name: count_seen_after_snapshot
 -- What plan_removals leaves active only because a webhook event applied it after the list was read.
 SELECT count(*)

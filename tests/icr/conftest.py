@@ -3,6 +3,7 @@ for answers the simulator cannot give, and a connection set through AIRFLOW_CONN
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -175,16 +176,14 @@ class StubServer:
 
 @pytest.fixture
 def stub_server() -> Iterator[Callable[[Responder], StubServer]]:
-    made: list[StubServer] = []
+    with contextlib.ExitStack() as cleanup:
 
-    def make(responder: Responder) -> StubServer:
-        s = StubServer(responder)
-        made.append(s)
-        return s
+        def make(responder: Responder) -> StubServer:
+            s = StubServer(responder)
+            cleanup.callback(s.stop)
+            return s
 
-    yield make
-    for s in made:
-        s.stop()
+        yield make
 
 
 # --------------------------------------------------------------------------- clients and connections
@@ -202,19 +201,17 @@ def make_client(app_jwt):
     """ICRClient with tiny backoff so retry tests take milliseconds."""
     from icr.client import ICRClient
 
-    made = []
+    with contextlib.ExitStack() as cleanup:
 
-    def make(base_url: str, auth=None, **kw: Any) -> ICRClient:
-        kw.setdefault("backoff_base_s", 0.001)
-        kw.setdefault("backoff_max_s", 0.01)
-        kw.setdefault("timeout", 5.0)
-        c = ICRClient(base_url, auth or app_jwt, **kw)
-        made.append(c)
-        return c
+        def make(base_url: str, auth=None, **kw: Any) -> ICRClient:
+            kw.setdefault("backoff_base_s", 0.001)
+            kw.setdefault("backoff_max_s", 0.01)
+            kw.setdefault("timeout", 5.0)
+            c = ICRClient(base_url, auth or app_jwt, **kw)
+            cleanup.callback(c.close)
+            return c
 
-    yield make
-    for c in made:
-        c.close()
+        yield make
 
 
 @pytest.fixture

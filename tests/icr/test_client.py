@@ -506,10 +506,10 @@ def test_environment_proxy_and_ca_settings_are_resolved_once(monkeypatch, make_c
 # --------------------------------------------------------------------------- caps, deadline, budget (issue 19.3, 18.5)
 
 
-def _raw_server(payload: bytes):
-    """A one-answer-per-connection HTTP server that sends ``payload`` verbatim (no Content-Length)."""
+def _socket_server(handle):
+    """A local TCP server that hands each connection to ``handle`` in a thread of its own, until
+    the returned socket is closed; and its URL."""
     import socket
-    import threading
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -521,15 +521,24 @@ def _raw_server(payload: bytes):
                 conn, _ = srv.accept()
             except OSError:
                 return
-            with conn:
-                conn.recv(65536)
-                try:
-                    conn.sendall(payload)
-                except OSError:
-                    pass
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return srv, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+def _raw_server(payload: bytes):
+    """A one-answer-per-connection HTTP server that sends ``payload`` verbatim (no Content-Length)."""
+
+    def handle(conn):
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(payload)
+            except OSError:
+                pass
+
+    return _socket_server(handle)
 
 
 def test_an_answer_above_the_byte_cap_fails_at_once_naming_path_and_cap(make_client):
@@ -594,12 +603,6 @@ def test_connection_defaults_let_the_budget_govern():
 
 def _dribbling_server(head: bytes, body: bytes, every: float):
     """Sends ``head`` and then ``body`` one byte every ``every`` seconds, on each connection."""
-    import socket
-    import threading
-
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
     stop = threading.Event()
     stop.sent_whole = []  # one flag per connection: did the client wait for the whole answer?
 
@@ -616,16 +619,8 @@ def _dribbling_server(head: bytes, body: bytes, every: float):
             except OSError:  # the client hung up mid-answer
                 stop.sent_whole.append(False)
 
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, stop, f"http://127.0.0.1:{srv.getsockname()[1]}"
+    srv, url = _socket_server(handle)
+    return srv, stop, url
 
 
 def test_dribbled_headers_are_cut_at_the_total_deadline(make_client):

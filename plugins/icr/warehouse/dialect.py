@@ -46,15 +46,13 @@ class Dialect:
     write_state_steps: ClassVar[tuple[str, ...]]
     #: a first bulk load into empty tables rebuilds their indexes once, after the load
     rebuilds_indexes_on_first_load: ClassVar[bool]
-    #: statements that end the merge's temporary tables (PostgreSQL's drop on commit)
-    merge_temp_cleanup: ClassVar[tuple[str, ...]]
+    #: the merge's temporary tables end with the transaction (PostgreSQL's ON COMMIT DROP)
+    temp_tables_drop_on_commit: ClassVar[bool]
 
-    #: how a statement names a temporary table (SQLite keeps them in the ``temp`` schema)
-    temp_schema_prefix: ClassVar[str] = ""
-
-    def drop_temp_sql(self, table: str) -> str:
-        """Drop a temporary table now (before the transaction ends)."""
-        return f"DROP TABLE {self.temp_schema_prefix}{table}"
+    def drop_temp_sql(self, *tables: str) -> list[str]:
+        """What ends these temporary tables before the transaction does: nothing where they drop
+        on commit, else a DROP each (SQLite keeps them in the connection's ``temp`` schema)."""
+        return [] if self.temp_tables_drop_on_commit else [f"DROP TABLE temp.{table}" for table in tables]
 
     def lock(self, conn: Connection, key: int) -> None:
         """Serialize this write transaction with every other writer (already begun)."""
@@ -126,7 +124,7 @@ class PostgreSQL(Dialect):
     # insertion).
     write_state_steps = ("insert_new", "update_changed")
     rebuilds_indexes_on_first_load = True
-    merge_temp_cleanup = ()  # ON COMMIT DROP
+    temp_tables_drop_on_commit = True
 
     def lock(self, conn: Connection, key: int) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
@@ -165,8 +163,7 @@ class SQLite(Dialect):
     server_side_cursors = False
     write_state_steps = ("upsert_changed",)  # SQLite's upsert is cheap and does both at once
     rebuilds_indexes_on_first_load = False
-    merge_temp_cleanup = ("DROP TABLE temp.icr_tmp_changes", "DROP TABLE temp.icr_tmp_removals")
-    temp_schema_prefix = "temp."
+    temp_tables_drop_on_commit = False
 
     # Writers take turns through BEGIN IMMEDIATE (engine.py): lock() has nothing to add.
 

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from icr.defaults import DEFAULT_MAX_REJECT_SHARE, DEFAULT_MAX_REMOVAL_SHARE
-from icr.errors import MassRemovalError, QualityCheckError, RejectThresholdError, WarehouseError
+from icr.errors import QualityCheckError, RejectThresholdError, WarehouseError
 from icr.timings import Timings
+from icr.warehouse import statements
 from icr.warehouse.engine import Warehouse
+from icr.warehouse.removal_plan import plan_removals
 from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
 from icr.warehouse.staging import Staging
+from icr.warehouse.statements import Steps
 from icr.webhooks.reconcile import reconcile_snapshot
 
 log = logging.getLogger(__name__)
@@ -48,51 +47,12 @@ _BULK_TABLES = ("icr_installation_state", "icr_installation_permissions", "icr_i
                 "icr_installation_daily")
 
 
-@lru_cache(maxsize=None)
-def queries(name: str) -> dict[str, str]:
-    """Named statements of ``sql/merge/<name>.sql`` (blocks introduced by ``-- name: x``)."""
-    text = resources.files("icr.sql").joinpath("merge", f"{name}.sql").read_text(encoding="utf-8")
-    out: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        key, _, body = block.partition("\n")
-        lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
-        out[key.strip()] = "\n".join(lines).strip().rstrip(";")
-    return out
-
-
-def _execute(conn: Connection, sql: str, params: dict[str, Any]) -> sa.CursorResult[Any]:
-    """Run one statement of the merge. (Tests patch this to inject a failure mid-load.)"""
-    return conn.execute(sa.text(sql), params)
-
-
-class _Steps:
-    """Runs the named statements of one dialect with the run's tables and parameters, timing each
-    in ``timings`` as ``merge:<name>`` (counts as ``merge:counts``)."""
+class _Steps(Steps):
+    """The load's steps: the merge's and the daily snapshot's statements over the run's staging."""
 
     def __init__(self, warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any],
                  timings: Timings | None = None) -> None:
-        self.conn = conn
-        self.params = params
-        self.timings = timings or Timings()
-        self.merge = {**queries("common"), **queries(warehouse.dialect.name)}
-        self.daily = {**queries("daily_common"), **queries(f"daily_{warehouse.dialect.name}")}
-        self.tables = {"stage": staging.table, "rejects": staging.rejects_table, "kept": staging.kept_table}
-
-    def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:
-        sql = (self.merge.get(name) or self.daily[name]).format(**self.tables)
-        needed = set(re.findall(r"(?<!:):([a-z_]+)", sql))
-        params = {k: v for k, v in {**self.params, **extra}.items() if k in needed}
-        with self.timings.measure(f"merge:{name}"):
-            return _execute(self.conn, sql, params)
-
-    def run_optional(self, name: str) -> None:
-        """A step only some dialects have."""
-        if name in self.merge or name in self.daily:
-            self.run(name)
-
-    def scalar(self, sql: str, **params: Any) -> int:
-        with self.timings.measure("merge:counts"):
-            return int(_execute(self.conn, sql.format(**self.tables), params).scalar_one() or 0)
+        super().__init__(warehouse, conn, params, staging=staging, timings=timings, daily=True)
 
 
 def day_cutoff(run: RunContext) -> datetime:
@@ -160,6 +120,60 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
 
 
 def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], options: LoadOptions) -> dict[str, Any]:
+    staged, kept, staged_rejects = _check_staging(steps, row, options)
+    steps.run("create_changes")
+    steps.run("plan_changes")
+    steps.run_optional("analyze_changes")
+    with steps.timings.measure("merge:counts"):
+        actions = dict(statements.execute(
+            steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
+    inserted = int(actions.get("insert", 0))
+    restored = int(actions.get("restore", 0))
+    removals = plan_removals(steps, row, options, listed_active=staged + kept - inserted - restored,
+                             with_rejects=bool(staged_rejects))
+
+    removed_since = _removed_after_snapshot(steps, row)
+    drift = reconcile_snapshot(steps)  # webhook events vs this list (issue 23)
+    for name in (*warehouse.dialect.write_state_steps, "permissions_delete", "permissions_insert",
+                 "history_close_changed", "history_insert_changed", "history_close_removed",
+                 "history_insert_removed", "mark_removed", "rejects_clear", "rejects_insert"):
+        steps.run(name)
+    active_rejected = steps.count("count_active_rejected") if staged_rejects else 0
+    steps.drop_temp("icr_tmp_changes", "icr_tmp_removals")
+
+    updated = int(actions.get("update", 0)) + restored  # a return is an update of an existing row
+    counts = {
+        "inserted": inserted,
+        "updated": updated,
+        "restored": restored,
+        "unchanged": staged + kept - inserted - updated,
+        "removed": removals.removing,
+        "removals_skipped": removals.skipped,
+        **drift,
+        "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
+    }
+    expected = staged + kept + active_rejected + removals.newer - removed_since
+    if row["snapshot_complete"] and counts["active_after"] != expected:
+        raise QualityCheckError(
+            f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
+            f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
+            f"+{removals.newer} applied and -{removed_since} removed by webhook events after it was read)")
+    return counts
+
+
+def _removed_after_snapshot(steps: _Steps, row: dict[str, Any]) -> int:
+    """Listed installations a webhook event removed after the list was read: plan_changes left
+    them removed (the older list cannot undo the event), so they are not active after the run."""
+    removed = steps.count("count_removed_after_snapshot", now=steps.params["now"])
+    if removed:
+        log.info("Run %s: %d listed installation(s) were removed by webhook events after the list was read; "
+                 "they stay removed", row["run_id"], removed)
+    return removed
+
+
+def _check_staging(steps: _Steps, row: dict[str, Any], options: LoadOptions) -> tuple[int, int, int]:
+    """The staged rows, unchanged ids and rejects, checked against the extract's run row and the
+    reject threshold."""
     staged = steps.scalar("SELECT count(*) FROM {stage}")
     staged_rejects = steps.scalar("SELECT count(*) FROM {rejects}")
     # Records the extract found unchanged (icr.unchanged): present and counted, nothing to write.
@@ -175,80 +189,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
             f"{rejected} of {fetched} records ({rejected / fetched:.1%}) failed validation, above "
             f"max_reject_share={options.max_reject_share:.1%}; see icr_stage rejects of this run or raise the "
             "threshold with the max_reject_share param")
-
-    steps.run("create_changes")
-    steps.run("plan_changes")
-    steps.run_optional("analyze_changes")
-    with steps.timings.measure("merge:counts"):
-        actions = dict(_execute(steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
-    steps.run("create_removals")
-    active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
-    complete = bool(row["snapshot_complete"])
-    removals_skipped = None
-    newer = 0  # active, absent from the list, but seen after it was read (kept, not removed)
-    if not complete:
-        removals_skipped = f"snapshot incomplete ({row['incomplete_reason']}): no installation marked removed"
-        log.warning("Run %s: %s", row["run_id"], removals_skipped)
-    elif active_before > staged + kept - int(actions.get("insert", 0)) - int(actions.get("restore", 0)):
-        # Staged ids are distinct, and every staged row that is not new or returning is an
-        # active installation: only when there are more active ones can any be missing (the
-        # usual nightly run, where nothing was removed, skips the anti-join over all rows).
-        steps.run("plan_removals" if staged_rejects else "plan_removals_no_rejects")
-        newer = steps.scalar(steps.merge["count_seen_after_snapshot"], now=steps.params["now"])
-        if newer:
-            log.info("Run %s: %d installation(s) not in the list were applied by webhook events after it "
-                     "was read; they stay active", row["run_id"], newer)
-    removing = steps.scalar("SELECT count(*) FROM icr_tmp_removals")
-    if removing and active_before and removing / active_before > options.max_removal_share:
-        if not options.accept_mass_removal:
-            raise MassRemovalError(
-                f"this snapshot would mark {removing} of {active_before} active installations "
-                f"({removing / active_before:.1%}) as removed, above max_removal_share="
-                f"{options.max_removal_share:.0%}. Nothing was written. If the removal is real, trigger "
-                "the DAG with the param accept_mass_removal=true (or raise max_removal_share).")
-        log.warning("Run %s: accepting a mass removal of %d of %d installations (accept_mass_removal)",
-                    row["run_id"], removing, active_before)
-
-    # listed, but removed by a webhook event after the list was read: plan_changes left them removed
-    removed_since = steps.scalar(steps.merge["count_removed_after_snapshot"], now=steps.params["now"])
-    if removed_since:
-        log.info("Run %s: %d listed installation(s) were removed by webhook events after the list was read; "
-                 "they stay removed", row["run_id"], removed_since)
-    drift = reconcile_snapshot(steps.conn)  # webhook events vs this list (issue 23)
-    for name in warehouse.dialect.write_state_steps:
-        steps.run(name)
-    steps.run("permissions_delete")
-    steps.run("permissions_insert")
-    steps.run("history_close_changed")
-    steps.run("history_insert_changed")
-    steps.run("history_close_removed")
-    steps.run("history_insert_removed")
-    steps.run("mark_removed")
-    steps.run("rejects_clear")
-    steps.run("rejects_insert")
-    active_rejected = steps.scalar(steps.merge["count_active_rejected"]) if staged_rejects else 0
-    for statement in warehouse.dialect.merge_temp_cleanup:
-        steps.conn.exec_driver_sql(statement)
-
-    inserted = int(actions.get("insert", 0))
-    restored = int(actions.get("restore", 0))
-    updated = int(actions.get("update", 0)) + restored  # a return is an update of an existing row
-    counts = {
-        "inserted": inserted,
-        "updated": updated,
-        "restored": restored,
-        "unchanged": staged + kept - inserted - updated,
-        "removed": removing,
-        "removals_skipped": removals_skipped,
-        **drift,
-        "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
-    }
-    if complete and counts["active_after"] != staged + kept + active_rejected + newer - removed_since:
-        raise QualityCheckError(
-            f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
-            f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
-            f"+{newer} applied and -{removed_since} removed by webhook events after it was read)")
-    return counts
+    return staged, kept, staged_rejects
 
 
 def _write_daily_aggregates(steps: _Steps, *, current: bool, active: int) -> None:
@@ -305,11 +246,11 @@ def _suspend_indexes(conn: Connection) -> list[str]:
     on a first load there is nothing to read in them yet (a dashboard query waits for the load
     instead of seeing an empty warehouse).
     """
-    empty = _execute(conn, "SELECT " + " AND ".join(
+    empty = statements.execute(conn, "SELECT " + " AND ".join(
         f"NOT EXISTS (SELECT 1 FROM {t})" for t in _BULK_TABLES), {}).scalar_one()
     if not empty:
         return []
-    found = _execute(conn, """
+    found = statements.execute(conn, """
         SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),
                c.conname, pg_get_constraintdef(c.oid), i.indrelid::regclass::text
         FROM pg_index i
@@ -320,10 +261,10 @@ def _suspend_indexes(conn: Connection) -> list[str]:
     restore = []
     for index, indexdef, constraint, condef, table in found:
         if constraint:
-            _execute(conn, f"ALTER TABLE {table} DROP CONSTRAINT {_quote(constraint)}", {})
+            statements.execute(conn, f"ALTER TABLE {table} DROP CONSTRAINT {_quote(constraint)}", {})
             restore.append(f"ALTER TABLE {table} ADD CONSTRAINT {_quote(constraint)} {condef}")
         else:
-            _execute(conn, f"DROP INDEX {index}", {})
+            statements.execute(conn, f"DROP INDEX {index}", {})
             restore.append(indexdef)
     log.info("First bulk load: %d indexes of %s are rebuilt after the load", len(restore), ", ".join(_BULK_TABLES))
     return restore
@@ -332,9 +273,9 @@ def _suspend_indexes(conn: Connection) -> list[str]:
 def _restore_indexes(conn: Connection, ddl: list[str]) -> None:
     if not ddl:
         return
-    _execute(conn, "SELECT set_config('maintenance_work_mem', '512MB', true)", {})
+    statements.execute(conn, "SELECT set_config('maintenance_work_mem', '512MB', true)", {})
     for statement in ddl:
-        _execute(conn, statement, {})
+        statements.execute(conn, statement, {})
 
 
 def _quote(identifier: str) -> str:
@@ -348,19 +289,19 @@ def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict
     parts = sum(int(row[k] or 0) for k in ("inserted", "updated", "unchanged", "rejected"))
     if fetched != parts:
         problems.append(f"records_fetched={fetched} but inserted+updated+unchanged+rejected={parts}")
-    null_keys = _execute(
+    null_keys = statements.execute(
         conn, "SELECT count(*) FROM icr_installation_state WHERE installation_id IS NULL OR organization_id IS NULL "
         "OR record_hash IS NULL", {}).scalar_one()
     if null_keys:
         problems.append(f"{null_keys} installations with a null key (installation_id, organization_id, record_hash)")
-    daily = _execute(
+    daily = statements.execute(
         conn, "SELECT count(*), count(installation_id) FROM icr_installation_daily WHERE snapshot_date = :d",
         {"d": warehouse.day(run.snapshot_date)}).one()
     if row.get("daily_rows") is None or int(daily[0]) != int(row["daily_rows"]):
         problems.append(f"daily snapshot for {run.snapshot_date} has {daily[0]} rows, run recorded {row.get('daily_rows')}")
     if daily[0] != daily[1]:
         problems.append(f"daily snapshot for {run.snapshot_date} has null installation ids")
-    totals = _execute(conn, "SELECT active FROM icr_daily_totals WHERE snapshot_date = :d",
+    totals = statements.execute(conn, "SELECT active FROM icr_daily_totals WHERE snapshot_date = :d",
                       {"d": warehouse.day(run.snapshot_date)}).scalar_one_or_none()
     if totals is None or int(totals) != int(daily[0]):
         problems.append(f"reporting totals for {run.snapshot_date} say {totals} active, the daily snapshot "

@@ -35,9 +35,9 @@ from sqlalchemy.engine import Connection
 from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.warehouse.engine import Warehouse
-from icr.warehouse.merge import queries
 from icr.warehouse.runlog import now_utc
 from icr.warehouse.staging import Staging
+from icr.warehouse.statements import Steps
 from icr.webhooks import inbox
 
 log = logging.getLogger(__name__)
@@ -256,39 +256,29 @@ def _write(warehouse: Warehouse, run_id: str, present: dict[str, Any], absent: d
     try:
         with warehouse.write() as conn:
             params = {"run_id": run_id, "now": warehouse.ts(now_utc()), "full_resync": False}
+            steps = Steps(warehouse, conn, params, staging=staging)
             if staging is not None:
-                _upsert(warehouse, conn, staging, params)
+                _upsert(steps)
             if absent:
-                _remove(warehouse, conn, absent, params)
+                _remove(steps, absent)
             mark(conn)
     finally:
         if staging is not None:
             staging.drop()
 
 
-def _run(warehouse: Warehouse, conn: Connection, name: str, params: dict[str, Any], **tables: str) -> None:
-    sql = {**queries("common"), **queries(warehouse.dialect.name)}[name].format(**tables)
-    conn.execute(sa.text(sql), {k: v for k, v in params.items() if f":{k}" in sql})
-
-
-def _upsert(warehouse: Warehouse, conn: Connection, staging: Staging, params: dict[str, Any]) -> None:
+def _upsert(steps: Steps) -> None:
     """The nightly merge's statements for new, changed and returning installations."""
-    tables = {"stage": staging.table, "rejects": staging.rejects_table}
-    _run(warehouse, conn, "create_changes", params)
-    _run(warehouse, conn, "plan_changes", params, **tables)
-    conn.execute(sa.text(
-        "UPDATE icr_installation_state SET removal_reason = NULL WHERE installation_id IN "
-        "(SELECT installation_id FROM icr_tmp_changes WHERE action = 'restore')"))
-    for name in warehouse.dialect.write_state_steps:
-        _run(warehouse, conn, name, params, **tables)
-    for name in ("permissions_delete", "permissions_insert", "history_close_changed", "history_insert_changed"):
-        _run(warehouse, conn, name, params, **tables)
-    conn.exec_driver_sql(warehouse.dialect.drop_temp_sql("icr_tmp_changes"))
+    for name in ("create_changes", "plan_changes", "clear_returning_reasons", *steps.dialect.write_state_steps,
+                 "permissions_delete", "permissions_insert", "history_close_changed", "history_insert_changed"):
+        steps.run(name)
+    steps.drop_temp("icr_tmp_changes")
 
 
-def _remove(warehouse: Warehouse, conn: Connection, absent: dict[str, str | None], params: dict[str, Any]) -> None:
+def _remove(steps: Steps, absent: dict[str, str | None]) -> None:
     """Mark confirmed-absent installations removed (history too), then record the reasons."""
-    _run(warehouse, conn, "create_removals", params)
+    conn = steps.conn
+    steps.run("create_removals")
     ids = list(absent)
     # Only active installations get a removal (and a history version); removed ones keep theirs.
     active = [r[0] for r in conn.execute(
@@ -299,12 +289,12 @@ def _remove(warehouse: Warehouse, conn: Connection, absent: dict[str, str | None
         conn.execute(sa.text("INSERT INTO icr_tmp_removals (installation_id) VALUES (:i)"),
                      [{"i": i} for i in active])
         for name in ("history_close_removed", "history_insert_removed", "mark_removed"):
-            _run(warehouse, conn, name, params)
+            steps.run(name)
     for reason in ("suspended", "uninstalled"):
         chosen = [i for i, r in absent.items() if r == reason]
         if chosen:
             _set_reason(conn, chosen, reason)
-    conn.exec_driver_sql(warehouse.dialect.drop_temp_sql("icr_tmp_removals"))
+    steps.drop_temp("icr_tmp_removals")
 
 
 def _set_reason(conn: Connection, ids: list[str], reason: str) -> None:

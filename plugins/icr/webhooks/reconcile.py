@@ -20,7 +20,8 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+
+from icr.warehouse.statements import Steps
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,14 @@ _DRIFT = {
 }
 
 
-def reconcile_snapshot(conn: Connection) -> dict[str, Any]:
+def reconcile_snapshot(steps: Steps) -> dict[str, Any]:
     """Count the drift of the planned merge and clear the reasons of returning installations.
 
     Returns the run row's ``drift`` and ``drift_detail`` (JSON: ids per kind, the first
     :data:`DETAIL_IDS`).
     """
-    found = {kind: [str(r[0]) for r in conn.execute(sa.text(sql))] for kind, sql in _DRIFT.items()}
-    conn.execute(sa.text(
-        "UPDATE icr_installation_state SET removal_reason = NULL WHERE removal_reason IS NOT NULL "
-        "AND installation_id IN (SELECT installation_id FROM icr_tmp_changes WHERE action = 'restore')"))
+    found = {kind: [str(r[0]) for r in steps.conn.execute(sa.text(sql))] for kind, sql in _DRIFT.items()}
+    steps.run("clear_returning_reasons")
     drift = sum(len(ids) for ids in found.values())
     if drift:
         log.warning("The list contradicts %d installation(s) as the webhook events left them: %s",

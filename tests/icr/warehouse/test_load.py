@@ -16,6 +16,7 @@ from icr.errors import MassRemovalError, RejectThresholdError
 from icr.sync import SyncSettings, extract, fail, load, run_sync
 from icr.warehouse import merge as merge_module
 from icr.warehouse import removals
+from icr.warehouse import statements as statements_module
 from icr.warehouse.migrations import apply_migrations, available
 from icr.warehouse.runlog import RunContext, get_run
 from icr.warehouse.staging import Staging
@@ -260,14 +261,14 @@ def test_failure_mid_load_leaves_warehouse_untouched(warehouse, monkeypatch):
     before = table_fingerprint(warehouse)
     changed = [dict(r) for r in records[:35]]
     changed[0] = {**changed[0], "appNameId": "renamed"}
-    real = merge_module._execute
+    real = statements_module.execute
 
     def explode(conn, sql, params):
         if "deleted_at = :now" in sql:  # mark_removed: after upsert, history and permissions ran
             raise RuntimeError("injected failure in the middle of the merge")
         return real(conn, sql, params)
 
-    monkeypatch.setattr(merge_module, "_execute", explode)
+    monkeypatch.setattr(statements_module, "execute", explode)
     run = ctx()
     with pytest.raises(RuntimeError, match="injected failure"):
         run_sync(warehouse, StaticHook(changed), run)
@@ -275,7 +276,7 @@ def test_failure_mid_load_leaves_warehouse_untouched(warehouse, monkeypatch):
     row = get_run(warehouse, run.run_id)
     assert row["status"] == "failed" and "injected failure" in row["error"]
     assert not Staging(warehouse, run.run_id).exists()
-    monkeypatch.setattr(merge_module, "_execute", real)
+    monkeypatch.setattr(statements_module, "execute", real)
     run, result = sync(warehouse, changed)
     assert (result["updated"], result["removed"]) == (1, 5)
 
@@ -433,13 +434,13 @@ def bulk_pg(pg_warehouse, monkeypatch):
 def merge_statements(monkeypatch) -> list[str]:
     """Every statement the merge runs from now on, in order."""
     statements: list[str] = []
-    real = merge_module._execute
+    real = statements_module.execute
 
     def spy(conn, sql, params):
         statements.append(sql)
         return real(conn, sql, params)
 
-    monkeypatch.setattr(merge_module, "_execute", spy)
+    monkeypatch.setattr(statements_module, "execute", spy)
     return statements
 
 
@@ -490,14 +491,14 @@ def test_first_bulk_load_keeps_an_index_a_users_foreign_key_relies_on(bulk_pg, m
 def test_failed_first_bulk_load_keeps_every_index(bulk_pg, monkeypatch):
     warehouse, catalog = bulk_pg
     before = table_fingerprint(warehouse)
-    real = merge_module._execute
+    real = statements_module.execute
 
     def explode(conn, sql, params):
         if sql.startswith("ALTER TABLE") and "ADD CONSTRAINT" in sql:  # while rebuilding
             raise RuntimeError("injected failure while rebuilding an index")
         return real(conn, sql, params)
 
-    monkeypatch.setattr(merge_module, "_execute", explode)
+    monkeypatch.setattr(statements_module, "execute", explode)
     run = ctx()
     with pytest.raises(RuntimeError, match="injected failure"):
         run_sync(warehouse, StaticHook([make_record(i) for i in range(40)]), run)
@@ -509,14 +510,14 @@ def test_failed_first_bulk_load_keeps_every_index(bulk_pg, monkeypatch):
 def test_load_runs_with_its_own_work_mem(pg_warehouse, monkeypatch):
     warehouse = pg_warehouse
     seen: list[str] = []
-    real = merge_module._execute
+    real = statements_module.execute
 
     def spy(conn, sql, params):
         if "icr_tmp_changes" in sql and not seen:
             seen.append(conn.exec_driver_sql("SHOW work_mem").scalar_one())
         return real(conn, sql, params)
 
-    monkeypatch.setattr(merge_module, "_execute", spy)
+    monkeypatch.setattr(statements_module, "execute", spy)
     sync(warehouse, [make_record(i) for i in range(5)])
     assert seen == [merge_module.LoadOptions().work_mem]
     with warehouse.engine.connect() as conn:  # SET LOCAL: pooled connections keep the default

@@ -129,10 +129,10 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
             steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
     inserted = int(actions.get("insert", 0))
     restored = int(actions.get("restore", 0))
-    removals = plan_removals(steps, row, options, listed_active=staged + kept - inserted - restored,
+    removed_since = _removed_after_snapshot(steps, row)
+    removals = plan_removals(steps, row, options, listed_active=staged + kept - inserted - restored - removed_since,
                              with_rejects=bool(staged_rejects))
 
-    removed_since = _removed_after_snapshot(steps, row)
     drift = reconcile_snapshot(steps)  # webhook events vs this list (issue 23)
     for name in (*warehouse.dialect.write_state_steps, "permissions_delete", "permissions_insert",
                  "history_close_changed", "history_insert_changed", "history_close_removed",

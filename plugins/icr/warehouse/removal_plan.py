@@ -33,8 +33,8 @@ def plan_removals(steps: Steps, row: dict[str, Any], options: LoadOptions, *, li
                   with_rejects: bool) -> RemovalPlan:
     """Plan the removals of the run ``row`` into ``icr_tmp_removals``.
 
-    ``listed_active``: the distinct valid listed installations that are neither new nor
-    returning; ``with_rejects``: the run staged rejected records (they still count as listed).
+    ``listed_active``: the distinct valid listed installations that are active now (neither new,
+    returning, nor removed by a webhook event after the list was read); ``with_rejects``: the run staged rejected records (they still count as listed).
     """
     steps.run("create_removals")
     active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")

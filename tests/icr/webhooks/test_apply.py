@@ -303,14 +303,17 @@ def _loaded(wh, records: list[dict[str, Any]]) -> None:
 def test_an_uninstall_applied_while_the_nightly_pages_is_not_undone_by_its_older_list(wh, changed_in_list):
     """The list was read before the uninstall's event was applied: it still shows the installation
     (unchanged, or changed since the last night), and must neither restore it nor fail the run."""
-    icr, rec, other = FakeICR(), make_record(40), make_record(41)
-    _loaded(wh, [rec, other])
+    icr, rec, gone = FakeICR(), make_record(40), make_record(41)
+    others = [make_record(50 + i) for i in range(20)]
+    _loaded(wh, [rec, gone, *others])
     listed = {**rec, "permissions": {"organization_info": "WRITE"}} if changed_in_list else rec
     icr.records[rec["id"]] = None  # uninstalled: GET /app/installations/{id} answers 404
-    result = _nightly_then_event(wh, [listed, other], "uninstalled", icr, rec)
-    assert state(wh) == {rec["id"]: (False, "uninstalled"), other["id"]: (True, None)}
+    # the list still shows rec, and no longer shows gone: that one is removed by this run
+    result = _nightly_then_event(wh, [listed, *others], "uninstalled", icr, rec)
+    assert state(wh) == {rec["id"]: (False, "uninstalled"), gone["id"]: (False, None),
+                         **{o["id"]: (True, None) for o in others}}
     assert rec["id"] not in reported(wh)
-    assert result["active_after"] == 1 and result["removed"] == 0
+    assert result["active_after"] == len(others) and result["removed"] == 1
 
 
 def test_new_permissions_applied_while_the_nightly_pages_are_not_overwritten_by_its_older_list(wh):

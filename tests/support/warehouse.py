@@ -54,7 +54,7 @@ def table_fingerprint(warehouse: Any, *, ignore_run_ids: bool = False) -> dict[s
         for table, order in LOADED_TABLES:
             result = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {order}"))
             keep = [i for i, name in enumerate(result.keys())
-                    if not (ignore_run_ids and name in ("sync_run_id", "last_sync_run_id"))]
+                    if not (ignore_run_ids and name in ("sync_run_id", "last_sync_run_id", "loaded_at"))]
             out[table] = [tuple(str(row[i]) for i in keep) for row in result]
     return out
 

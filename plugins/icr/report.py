@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 from icr.warehouse.engine import Warehouse
 
+# icr_installation_daily is a view deriving each date from the history (migration 0011): counting
+# all of it would derive every date; its dates are the rows of icr_report_dashboard_summary.
 TABLES = ["icr_installations", "icr_installation_permissions", "icr_installation_history",
-          "icr_installation_daily", "icr_sync_runs", "icr_rejected_records", "icr_report_dashboard_summary"]
+          "icr_installation_daily_archive", "icr_sync_runs", "icr_rejected_records", "icr_report_dashboard_summary"]
 VIEWS = {
     "icr_report_daily_counts": "SELECT * FROM icr_report_daily_counts ORDER BY snapshot_date DESC",
     "icr_report_by_org_type_country": "SELECT * FROM icr_report_by_org_type_country "

@@ -1,28 +1,30 @@
--- The daily snapshot statements both dialects share (see daily_<dialect>.sql for the rest).
+-- The per-day statements both dialects share (see daily_<dialect>.sql for the rest; the order
+-- they run in: icr.warehouse.daily). icr_installation_daily is a view (migration 0011): a load
+-- writes no per-installation rows, only these aggregates for its date, a few hundred rows.
 
--- name: daily_insert_current
--- The daily snapshot (as daily_insert in daily_<dialect>.sql) for a date that has not ended yet
--- (the nightly run): every history version starts before :cutoff, so the version in force is
--- the current row of icr_installation_state. Reading it directly avoids a pass over all history.
--- In key order: the date's rows then append to the primary key's B-tree instead of splitting
--- pages at random (measured on PostgreSQL, 1,000,000 rows for a new date: 3.6-4.1 s unsorted,
--- 2.1-2.4 s sorted, the sort included).
-INSERT INTO icr_installation_daily (
-    snapshot_date, installation_id, organization_id, organization_type,
-    organization_country_code, sync_run_id)
-SELECT :snapshot_date, s.installation_id, s.organization_id, s.organization_type,
-       s.organization_country_code, :run_id
+-- The per-day aggregates the reporting views read (migration 0005), written by the load in its
+-- transaction. A rerun or a backfill of a date rewrites its rows.
+
+-- name: daily_archive_delete
+-- A rerun of a date loaded before migration 0011: its rows in the view are derived from now on.
+DELETE FROM icr_installation_daily_archive WHERE snapshot_date = :snapshot_date;
+
+-- name: org_counts_insert_current
+-- A date still in progress (the nightly run): its rows are the current ones (every history
+-- version starts before the load's as_of, so the one in force is the current row), counted
+-- straight from icr_installation_state: a grouped read that writes a few hundred rows.
+INSERT INTO icr_daily_org_counts (snapshot_date, organization_type, organization_country_code, installations)
+SELECT :snapshot_date, s.organization_type, s.organization_country_code, count(*)
 FROM icr_installation_state s
 WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
-ORDER BY s.installation_id;
-
--- The per-day aggregates the reporting views read (migration 0005), written right after the
--- date's snapshot in the same transaction. A rerun or a backfill of a date rewrites its rows.
+GROUP BY s.organization_type, s.organization_country_code;
 
 -- name: org_counts_delete
 DELETE FROM icr_daily_org_counts WHERE snapshot_date = :snapshot_date;
 
 -- name: org_counts_insert
+-- A past date (a backfill): its rows as the view derives them from history (its totals row,
+-- with as_of, is written first).
 INSERT INTO icr_daily_org_counts (snapshot_date, organization_type, organization_country_code, installations)
 SELECT d.snapshot_date, d.organization_type, d.organization_country_code, count(*)
 FROM icr_installation_daily d
@@ -53,27 +55,68 @@ GROUP BY c.snapshot_date, c.organization_country_code;
 DELETE FROM icr_daily_permission_counts WHERE snapshot_date = :snapshot_date;
 
 -- name: permission_counts_insert_current
--- For a date still in progress the snapshot holds the current rows, whose permissions are the
--- rows of icr_installation_permissions (see permission_counts_insert for a past date).
+-- For a date still in progress the rows are the current ones, whose permissions are the rows of
+-- icr_installation_permissions (see permission_counts_insert for a past date).
 INSERT INTO icr_daily_permission_counts (snapshot_date, permission, access, installations)
-SELECT d.snapshot_date, p.permission, p.access, count(*)
-FROM icr_installation_daily d
-JOIN icr_installation_permissions p ON p.installation_id = d.installation_id
-WHERE d.snapshot_date = :snapshot_date
-GROUP BY d.snapshot_date, p.permission, p.access;
+SELECT :snapshot_date, p.permission, p.access, count(*)
+FROM icr_installation_state s
+JOIN icr_installation_permissions p ON p.installation_id = s.installation_id
+WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
+GROUP BY p.permission, p.access;
 
 -- name: daily_previous_date
-SELECT max(snapshot_date) FROM icr_installation_daily WHERE snapshot_date < :day;
+SELECT max(snapshot_date) FROM icr_daily_totals WHERE snapshot_date < :day;
 
 -- name: daily_next_date
-SELECT min(snapshot_date) FROM icr_installation_daily WHERE snapshot_date > :day;
+SELECT min(snapshot_date) FROM icr_daily_totals WHERE snapshot_date > :day;
 
--- name: daily_count
-SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :day;
+-- name: daily_total
+SELECT active, as_of, loaded_at FROM icr_daily_totals WHERE snapshot_date = :day;
+
+-- name: org_counts_total
+SELECT coalesce(sum(installations), 0) FROM icr_daily_org_counts WHERE snapshot_date = :snapshot_date;
+
+-- name: daily_changes_from_history
+-- New and removed on :day (its rows: as of :as_of, versions known by :loaded_at) against :prev
+-- (:prev_as_of, :prev_loaded_at), and the removed that webhook events reported as uninstalled /
+-- suspended. An installation can differ between the two only if a history version of it starts
+-- in :since..:until (the earlier as_of to the later loaded_at) or it was created between the two
+-- dates' next midnights (:prev_cutoff..:cutoff): only those are looked at, so the cost follows
+-- the day's changes, not the installations. For each, "in the date's rows" is the view's rule
+-- (migration 0011): of the versions known by loaded_at, the one in force just before as_of (else
+-- its earliest) is not a removal, and it was created before the cutoff.
+WITH candidates AS (
+    SELECT h.installation_id FROM icr_installation_history h
+    WHERE h.valid_from >= :since AND h.valid_from < :until
+    UNION
+    SELECT s.installation_id FROM icr_installation_state s
+    WHERE s.created_at >= :prev_cutoff AND s.created_at < :cutoff
+), flags AS (
+    SELECT s.removal_reason,
+           CASE WHEN s.created_at < :prev_cutoff AND NOT (
+               SELECT h.is_deleted FROM icr_installation_history h
+               WHERE h.installation_id = s.installation_id AND h.valid_from < :prev_loaded_at
+               ORDER BY CASE WHEN h.valid_from < :prev_as_of THEN 0 ELSE 1 END,
+                        CASE WHEN h.valid_from < :prev_as_of THEN h.valid_from END DESC, h.valid_from
+               LIMIT 1) THEN 1 ELSE 0 END AS was_in,
+           CASE WHEN s.created_at < :cutoff AND NOT (
+               SELECT h.is_deleted FROM icr_installation_history h
+               WHERE h.installation_id = s.installation_id AND h.valid_from < :loaded_at
+               ORDER BY CASE WHEN h.valid_from < :as_of THEN 0 ELSE 1 END,
+                        CASE WHEN h.valid_from < :as_of THEN h.valid_from END DESC, h.valid_from
+               LIMIT 1) THEN 1 ELSE 0 END AS is_in
+    FROM candidates c
+    JOIN icr_installation_state s ON s.installation_id = c.installation_id
+)
+SELECT count(CASE WHEN is_in = 1 AND was_in = 0 THEN 1 END),
+       count(CASE WHEN was_in = 1 AND is_in = 0 THEN 1 END),
+       count(CASE WHEN was_in = 1 AND is_in = 0 AND removal_reason = 'uninstalled' THEN 1 END),
+       count(CASE WHEN was_in = 1 AND is_in = 0 AND removal_reason = 'suspended' THEN 1 END)
+FROM flags;
 
 -- name: daily_count_kept
--- Installations in the snapshots of both :day and :prev: new = active - kept, removed = active
--- on :prev - kept (a join of two primary-key ranges).
+-- When :day or :prev was loaded before migration 0011 (its rows are archived, not derived):
+-- installations in the rows of both: new = active - kept, removed = active on :prev - kept.
 SELECT count(*)
 FROM icr_installation_daily a
 JOIN icr_installation_daily b ON b.snapshot_date = :prev AND b.installation_id = a.installation_id
@@ -94,12 +137,17 @@ WHERE t.removal_reason IS NOT NULL
 DELETE FROM icr_daily_totals WHERE snapshot_date = :day;
 
 -- name: totals_insert
-INSERT INTO icr_daily_totals (snapshot_date, compared_to, active, new, removed, removed_uninstalled,
-                              removed_suspended, sync_run_id)
-VALUES (:day, :prev, :active, :new, :removed, :removed_uninstalled, :removed_suspended, :run_id);
+-- The date's row first (the view derives a date's rows only once it has one): active and the
+-- changes are set by totals_set_active and totals_update_changes once counted.
+INSERT INTO icr_daily_totals (snapshot_date, compared_to, active, sync_run_id, as_of, loaded_at)
+VALUES (:day, :prev, 0, :run_id, :as_of, :loaded_at);
+
+-- name: totals_set_active
+UPDATE icr_daily_totals SET active = :active WHERE snapshot_date = :day;
 
 -- name: totals_update_changes
--- The next snapshot date after a backfilled one is now compared with it.
+-- A date's changes against :prev (also: the next date after a backfilled one is now compared
+-- with it).
 UPDATE icr_daily_totals SET compared_to = :prev, new = :new, removed = :removed,
        removed_uninstalled = :removed_uninstalled, removed_suspended = :removed_suspended
 WHERE snapshot_date = :day;

@@ -6,7 +6,7 @@ Each test stops a task at a known point without touching product code, finds the
 (the Celery worker's process holding that task's PostgreSQL session or its connection to the
 simulator), SIGKILLs it, and lets Airflow retry (``ICR_SYNC_RETRY_DELAY_SECONDS`` is 5 s in the
 e2e deployment):
-* in the load: the test holds an ``ACCESS EXCLUSIVE`` lock on ``icr_installation_daily``, so the
+* in the load: the test holds an ``ACCESS EXCLUSIVE`` lock on ``icr_daily_totals``, so the
   load's one transaction waits there after merging the installations, history and permissions;
   nothing of it may be visible after the kill, and the retry must finish from the staged
   snapshot without fetching again;
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Past days of their own, apart from the other e2e tests' days.
 TODAY = datetime.now(timezone.utc).date()
 LOAD_DAY, EXTRACT_DAY, LOST_DAY = (TODAY - timedelta(days=n) for n in (20, 21, 22))
-HELD_TABLE = "icr_installation_daily"
+HELD_TABLE = "icr_daily_totals"  # the load's per-day rows, written after the merge
 TASKS = ("migrate_warehouse", "extract_installations", "load_warehouse", "verify_load", "publish")
 
 
@@ -224,7 +224,7 @@ def _load_held_at_daily(dep: Deployment, day: date, tag: str) -> Iterator[dict[s
 
         backend, port, query = _wait_for_task(
             dep, run_id, "load_warehouse", f"the load of {run_id} to wait for the lock on {HELD_TABLE}", load_waits)
-        assert HELD_TABLE in query, f"the waiting statement is not the load's daily snapshot: {query!r}"
+        assert HELD_TABLE in query, f"the waiting statement is not the load's per-day step: {query!r}"
 
         def check() -> None:
             # The killed load's transaction is still open (its session waits for the lock): nothing

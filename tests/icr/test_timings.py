@@ -41,7 +41,7 @@ def test_extract_and_load_fill_the_collector_the_summary_reads(warehouse):
     load(warehouse, run, SyncSettings(), timings)
     cleanup(warehouse, run)
     steps = {k for k in timings.as_dict() if k.startswith("merge:")}
-    assert {"merge:plan_changes", "merge:permissions_insert", "merge:daily_insert_current",
+    assert {"merge:plan_changes", "merge:permissions_insert", "merge:org_counts_insert_current",
             "merge:check_run"} <= steps
     assert all(":" in k for k in timings.as_dict())  # the benchmark prints the part after the colon
 

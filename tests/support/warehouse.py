@@ -19,7 +19,8 @@ LOADED_TABLES = [
     ("icr_installation_state", "installation_id"),
     ("icr_installation_permissions", "installation_id, permission"),
     ("icr_installation_history", "installation_id, valid_from"),
-    ("icr_installation_daily", "snapshot_date, installation_id"),
+    ("icr_installation_daily", "snapshot_date, installation_id"),  # a view since 0011
+    ("icr_installation_daily_archive", "snapshot_date, installation_id"),  # a rerun of an archived date
     ("icr_rejected_records", "reject_id"),
     ("icr_daily_totals", "snapshot_date"),
     ("icr_daily_org_counts", "snapshot_date, organization_type, organization_country_code"),
@@ -53,7 +54,7 @@ def table_fingerprint(warehouse: Any, *, ignore_run_ids: bool = False) -> dict[s
         for table, order in LOADED_TABLES:
             result = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {order}"))
             keep = [i for i, name in enumerate(result.keys())
-                    if not (ignore_run_ids and name in ("sync_run_id", "last_sync_run_id"))]
+                    if not (ignore_run_ids and name in ("sync_run_id", "last_sync_run_id", "loaded_at"))]
             out[table] = [tuple(str(row[i]) for i in keep) for row in result]
     return out
 

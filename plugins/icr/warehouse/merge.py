@@ -1,6 +1,6 @@
 """Load one run: merge its staging tables into the warehouse in ONE transaction.
 
-Merge, removals, history, rejected records, the daily snapshot and its reporting aggregates,
+Merge, removals, history, rejected records, the date's reporting rows (:mod:`icr.warehouse.daily`),
 the quality checks and the final run row commit together or not at all; any failure rolls
 everything back and leaves the warehouse exactly as it was. The SQL lives in ``sql/merge/``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -19,6 +19,7 @@ from icr.defaults import DEFAULT_MAX_REJECT_SHARE, DEFAULT_MAX_REMOVAL_SHARE
 from icr.errors import QualityCheckError, RejectThresholdError, WarehouseError
 from icr.timings import Timings
 from icr.warehouse import statements
+from icr.warehouse.daily import cutoff_of, write_day
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.removal_plan import plan_removals
 from icr.warehouse.runlog import RunContext, get_run, now_utc, update_run
@@ -43,8 +44,7 @@ class LoadOptions:
 # A first load into empty tables at least this large rebuilds the tables' indexes once
 # (where the dialect does: PostgreSQL) instead of maintaining them row by row; see _suspend_indexes.
 BULK_LOAD_MIN_ROWS = 50_000
-_BULK_TABLES = ("icr_installation_state", "icr_installation_permissions", "icr_installation_history",
-                "icr_installation_daily")
+_BULK_TABLES = ("icr_installation_state", "icr_installation_permissions", "icr_installation_history")
 
 
 class _Steps(Steps):
@@ -57,12 +57,12 @@ class _Steps(Steps):
 
 def day_cutoff(run: RunContext) -> datetime:
     """The end of the snapshot date: the next midnight, UTC."""
-    return datetime.combine(run.snapshot_date + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    return cutoff_of(run.snapshot_date)
 
 
 def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
               timings: Timings | None = None) -> dict[str, Any]:
-    """Apply the run's staged snapshot (or reuse a recent one) and write its daily snapshot.
+    """Apply the run's staged snapshot (or reuse a recent one) and write its date's reporting rows.
 
     ``timings`` collects the seconds of each statement (``merge:<name>``)."""
     timings = timings or Timings()
@@ -95,16 +95,9 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
             counts = dict(inserted=0, updated=0, unchanged=0, removed=0, restored=0)
             counts["active_after"] = steps.scalar(
                 "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
-        steps.run("daily_delete")
-        # A date still in progress reads the current rows; a past date is rebuilt from history.
-        current = day_cutoff(run) > finished
-        steps.run("daily_insert_current" if current else "daily_insert")
         with timings.measure("merge:restore_indexes"):
             _restore_indexes(conn, restore_indexes)
-        counts["daily_rows"] = steps.scalar(
-            "SELECT count(*) FROM icr_installation_daily WHERE snapshot_date = :d",
-            d=warehouse.day(run.snapshot_date))
-        _write_daily_aggregates(steps, current=current, active=counts["daily_rows"])
+        counts["daily_rows"] = write_day(steps, run.snapshot_date, finished=finished)
         final = {**counts, "status": "success", "finished_at": finished, "error": None,
                  "step_seconds": {**_json_dict(row.get("step_seconds")), **timings.rounded()}}
         with timings.measure("merge:check_run"):
@@ -190,47 +183,6 @@ def _check_staging(steps: _Steps, row: dict[str, Any], options: LoadOptions) -> 
             f"max_reject_share={options.max_reject_share:.1%}; see icr_stage rejects of this run or raise the "
             "threshold with the max_reject_share param")
     return staged, kept, staged_rejects
-
-
-def _write_daily_aggregates(steps: _Steps, *, current: bool, active: int) -> None:
-    """The per-day aggregates that the reporting views read, for the run's snapshot date.
-
-    Counts per organization type and country, per permission and access level, and the day's
-    totals with new and removed against the previous snapshot date: a few thousand rows a day
-    (migration 0005), so views over 365 days stay fast at a million installations. A backfilled
-    date also becomes the comparison of the next snapshot date, whose new/removed are redone.
-    """
-    day = steps.params["snapshot_date"]
-    for table in ("org_counts", "type_counts", "country_counts"):  # type and country from org_counts
-        steps.run(f"{table}_delete")
-        steps.run(f"{table}_insert")
-    steps.run("permission_counts_delete")
-    steps.run("permission_counts_insert_current" if current else "permission_counts_insert")
-    prev = steps.run("daily_previous_date", day=day).scalar_one()
-    steps.run("totals_delete", day=day)
-    steps.run("totals_insert", day=day, prev=prev, active=active, **_changes(steps, day, active, prev))
-    following = steps.run("daily_next_date", day=day).scalar_one()
-    if following is not None:
-        following_active = int(steps.run("daily_count", day=following).scalar_one())
-        steps.run("totals_update_changes", day=following, prev=day,
-                  **_changes(steps, following, following_active, day))
-
-
-def _changes(steps: _Steps, day: Any, active: int, prev: Any) -> dict[str, int | None]:
-    """New and removed on ``day`` compared with the snapshot of ``prev`` (None: nothing to
-    compare), and how many of the removed webhook events reported as uninstalled or suspended
-    (both None when none of them has a recorded reason: no webhooks, or they just vanished)."""
-    out: dict[str, int | None] = dict.fromkeys(("new", "removed", "removed_uninstalled", "removed_suspended"))
-    if prev is None:
-        return out
-    kept = int(steps.run("daily_count_kept", day=day, prev=prev).scalar_one())
-    before = int(steps.run("daily_count", day=prev).scalar_one())
-    out.update(new=active - kept, removed=before - kept)
-    if before > kept:
-        uninstalled, suspended = steps.run("daily_removed_by_reason", day=day, prev=prev).one()
-        if uninstalled or suspended:
-            out.update(removed_uninstalled=int(uninstalled), removed_suspended=int(suspended))
-    return out
 
 
 def _suspend_indexes(conn: Connection) -> list[str]:

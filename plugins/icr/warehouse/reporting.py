@@ -94,7 +94,7 @@ def snapshot_range(warehouse: Warehouse) -> tuple[date, date] | None:
             "SELECT min(snapshot_date), max(snapshot_date) FROM icr_report_daily_counts")).one()
     if first is None:
         return None
-    return _as_date(first), _as_date(last)
+    return as_date(first), as_date(last)
 
 
 def _plain(value: Any) -> Any:
@@ -108,7 +108,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _as_date(value: Any) -> date:
+def as_date(value: Any) -> date:
+    """A date column's value as a date (PostgreSQL gives one, SQLite its ISO text)."""
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 

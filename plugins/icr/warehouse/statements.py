@@ -49,6 +49,7 @@ class Steps:
 
     def __init__(self, warehouse: Warehouse, conn: Connection, params: dict[str, Any], *,
                  staging: Staging | None = None, timings: Timings | None = None, daily: bool = False) -> None:
+        self.warehouse = warehouse
         self.conn = conn
         self.params = params
         self.timings = timings or Timings()

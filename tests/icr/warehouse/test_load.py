@@ -45,14 +45,14 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010", "0011"]
     assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
     assert {"icr_installation_state", "icr_installation_permissions", "icr_installation_history",
-            "icr_installation_daily", "icr_sync_runs", "icr_rejected_records"} <= names
+            "icr_sync_runs", "icr_rejected_records"} <= names
     views = set(sa.inspect(warehouse.engine).get_view_names())
-    assert {"icr_installations", "icr_report_active_installations", "icr_report_daily_counts",
+    assert {"icr_installations", "icr_installation_daily", "icr_report_active_installations", "icr_report_daily_counts",
             "icr_report_by_org_type_country", "icr_report_permissions_summary"} <= views
 
 
@@ -363,8 +363,9 @@ def test_installation_skipped_by_paging_is_confirmed_by_id_not_removed(warehouse
 
 
 def test_current_day_daily_snapshot_equals_the_history_derivation(warehouse):
-    """The nightly run reads today's daily rows from state; history must give the same rows."""
-    from icr.warehouse.merge import _Steps, day_cutoff
+    """The nightly run counts today's rows from state (the view reads them as of the load); the
+    history read as of the end of the day must give the same rows."""
+    from icr.warehouse.merge import day_cutoff
 
     records = [make_record(i) for i in range(40)]
     sync(warehouse, records)
@@ -374,19 +375,19 @@ def test_current_day_daily_snapshot_equals_the_history_derivation(warehouse):
     records.append(gone)
     records.pop(9)
     run, _ = sync(warehouse, records)  # a return and another removal
-    params = {"run_id": run.run_id, "snapshot_date": warehouse.day(run.snapshot_date),
-              "cutoff": warehouse.ts(day_cutoff(run))}
+    day = warehouse.day(run.snapshot_date)
     outputs = []
-    for statement in ("daily_insert", "daily_insert_current"):
-        with warehouse.write() as conn:
-            steps = _Steps(warehouse, conn, Staging(warehouse, run.run_id), params)
-            steps.run("daily_delete")
-            steps.run(statement)
+    with warehouse.write() as conn:
+        for as_of in (None, warehouse.ts(day_cutoff(run))):  # as the load recorded it, then the day's end
+            if as_of is not None:
+                conn.execute(sa.text("UPDATE icr_daily_totals SET as_of = :a, loaded_at = :a WHERE snapshot_date = :d"),
+                             {"a": as_of, "d": day})
             outputs.append(sorted(tuple(map(str, r)) for r in conn.execute(sa.text(
                 "SELECT installation_id, organization_id, organization_type, organization_country_code "
-                "FROM icr_installation_daily WHERE snapshot_date = :d"), {"d": params["snapshot_date"]})))
+                "FROM icr_installation_daily WHERE snapshot_date = :d"), {"d": day})))
     assert len(outputs[0]) == 39
     assert outputs[0] == outputs[1]
+    assert {r[0] for r in outputs[0]} == active_ids(warehouse)
 
 
 def test_permission_rows_always_mirror_the_installations(warehouse):
@@ -453,7 +454,7 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
     run, result = sync(warehouse, records)
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
     rebuilt = [s for s in statements if "ADD CONSTRAINT" in s or s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
-    # state pkey + active index, permissions pkey, history pkey + 2 indexes, daily pkey
+    # state pkey + active index, permissions pkey, history pkey + 3 indexes
     assert len(dropped) == len(rebuilt) == 7
     assert _index_catalog(warehouse) == catalog
     assert result["inserted"] == 40 and permission_mismatches(warehouse) == 0

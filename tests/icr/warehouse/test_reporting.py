@@ -165,9 +165,15 @@ def test_migration_0005_fills_the_aggregates_of_dates_loaded_before_it(warehouse
     load_four_days(warehouse, removed=5)
     written_by_the_load = {view: view_rows(warehouse, view) for view in PER_DAY_VIEWS}
 
-    # Back to the schema before 0005: drop what 0005/0006 made, restore 0002's view and 0003's summary.
+    # Back to the schema before 0005: icr_installation_daily a table again (holding what the view
+    # shows: before 0011), drop what 0005/0006 made, restore 0002's view and 0003's summary.
     old = {m.version: m for m in available(warehouse.dialect_name)}
     with warehouse.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE icr_daily_stored AS SELECT * FROM icr_installation_daily")
+        conn.exec_driver_sql("DROP VIEW icr_installation_daily")
+        conn.exec_driver_sql("DROP TABLE icr_installation_daily_archive")
+        conn.exec_driver_sql("ALTER TABLE icr_daily_stored RENAME TO icr_installation_daily")
+        conn.exec_driver_sql("DROP INDEX icr_installation_history_valid_from_idx")
         for view in PER_DAY_VIEWS:
             conn.exec_driver_sql(f"DROP VIEW {view}")
         for table in ("icr_daily_totals", "icr_daily_org_counts", "icr_daily_type_counts",
@@ -177,9 +183,9 @@ def test_migration_0005_fills_the_aggregates_of_dates_loaded_before_it(warehouse
         conn.exec_driver_sql(next(s for s in statements if "icr_report_daily_counts AS" in s))
         for statement in split_statements(old["0003"].sql):
             conn.exec_driver_sql(statement)
-        conn.exec_driver_sql("DELETE FROM icr_schema_migrations WHERE version IN ('0005', '0006')")
+        conn.exec_driver_sql("DELETE FROM icr_schema_migrations WHERE version IN ('0005', '0006', '0011')")
 
-    assert apply_migrations(warehouse) == ["0005", "0006"]
+    assert apply_migrations(warehouse) == ["0005", "0006", "0011"]
     assert {view: view_rows(warehouse, view) for view in PER_DAY_VIEWS} == written_by_the_load
 
 

@@ -251,7 +251,7 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     leaks.secret(SECRET, "webhook secret")
     deliveries = [delivery("installed", inst(), SECRET) for _ in range(120)]
     rx = ReceiverProcess(secret=SECRET, warehouse_url=pg_database, redis_url=DEAD_REDIS).start()
-    retries = [0]
+    retries, accepted = [0], [0]
     stop = threading.Event()
 
     def send_all():
@@ -259,6 +259,7 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
             while not stop.is_set():
                 try:
                     if requests.post(rx.url, data=body, headers=headers, timeout=5).status_code == 202:
+                        accepted[0] += 1
                         break
                 except requests.RequestException:
                     pass
@@ -268,7 +269,11 @@ def test_receiver_killed_while_deliveries_arrive_loses_and_doubles_nothing(pg_da
     sender = threading.Thread(target=send_all)
     sender.start()
     try:
-        time.sleep(1.0)
+        # Kill once some deliveries are in, so most arrive while it is down or restarting,
+        # however fast this machine answers (a fixed sleep let all 120 finish first).
+        deadline = time.monotonic() + 30
+        while accepted[0] < 20 and sender.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
         rx.stop(signal.SIGKILL)
         leaks.feed("receiver output", rx.output())
         time.sleep(0.5)

@@ -1,7 +1,7 @@
 """Keep the receiver's full garbage collections short: freeze the heap it has after start-up.
 
-The receiver imports Airflow (for the connection lookup), SQLAlchemy, the warehouse migrations
-and the Redis client: some 190,000 objects that live as long as the process. CPython's full
+The receiver imports Airflow (for the connection lookup), SQLAlchemy and the warehouse
+migrations: some 180,000 objects that live as long as the process. CPython's full
 (generation-2) collection walks every tracked object, so each one took 130-250 ms on a 2-CPU
 machine, and while it runs no request is answered (issue 23: it was the p99 at 500 events/s).
 :func:`freeze_startup_heap` collects once and moves what survived into the permanent generation

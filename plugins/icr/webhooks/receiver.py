@@ -28,6 +28,7 @@ from starlette.routing import Route
 from icr.warehouse.engine import Warehouse
 from icr.webhooks import inbox
 from icr.webhooks.delivery import Delivery, DeliveryRefused, parse_delivery
+from icr.webhooks.heap import freeze_startup_heap
 from icr.webhooks.notify import Notifier, Publisher, RedisPublisher
 from icr.webhooks.secret import SecretSource, SecretUnavailable
 from icr.webhooks.settings import ReceiverSettings
@@ -170,10 +171,13 @@ def _short(exc: BaseException) -> str:
 
 
 def create_app(settings: ReceiverSettings | None = None, *, warehouse: Any = None,
-               secret: SecretSource | None = None, publisher: Publisher | None | bool = True) -> Starlette:
+               secret: SecretSource | None = None, publisher: Publisher | None | bool = True,
+               freeze_heap: bool = True) -> Starlette:
     """The ASGI app. Defaults come from Airflow: the ``icr_warehouse`` connection (or the embedded
     SQLite file), the secret of the ``icr_webhook`` connection, Redis from ``redis_default``.
-    ``publisher=False`` turns notifications off; tests pass their own parts.
+    ``publisher=False`` turns notifications off; tests pass their own parts. ``freeze_heap``:
+    after the warm-up, freeze the process's heap out of garbage collection (:mod:`.heap`); a
+    process that hosts more than the receiver (a test run) passes False.
     """
     settings = settings or ReceiverSettings.from_env()
     if warehouse is None:
@@ -191,6 +195,8 @@ def create_app(settings: ReceiverSettings | None = None, *, warehouse: Any = Non
         if rx.notifier:
             rx.notifier.start()
         rx.writer.start()
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             yield
         finally:

@@ -1,3 +1,4 @@
+import gc
 import json
 import logging
 import threading
@@ -20,10 +21,10 @@ from tests.support.logs import captured_log_text
 PATH = "/webhooks/icr"
 
 
-def client_for(warehouse, publisher=None, secret=SECRET, **settings):
+def client_for(warehouse, publisher=None, secret=SECRET, freeze_heap=False, **settings):
     app = create_app(ReceiverSettings(**settings), warehouse=warehouse,
                      secret=SecretSource.fixed(secret) if isinstance(secret, str) else secret,
-                     publisher=publisher or False)
+                     publisher=publisher or False, freeze_heap=freeze_heap)
     return TestClient(app)
 
 
@@ -132,6 +133,31 @@ def test_no_secret_configured_is_503(sqlite_warehouse, caplog):
         r = client.post(PATH, content=body, headers=headers)
     assert r.status_code == 503
     assert "'icr_webhook' not found" in captured_log_text(caplog)
+
+
+def test_the_heap_is_frozen_out_of_garbage_collection_after_the_warm_up(sqlite_warehouse):
+    made_in_warm_up = []
+
+    def lookup():
+        made_in_warm_up.append(["an object the warm-up made"])
+        return SECRET
+
+    gc.unfreeze()
+    try:
+        with client_for(sqlite_warehouse, secret=SecretSource(lookup), freeze_heap=True) as client:
+            assert made_in_warm_up and gc.get_freeze_count() > 0
+            assert not any(o is made_in_warm_up[0] for o in gc.get_objects())  # frozen after the warm-up
+            body, headers = signed("installed")
+            assert client.post(PATH, content=body, headers=headers).status_code == 202
+    finally:
+        gc.unfreeze()
+
+
+def test_without_freeze_heap_nothing_is_frozen(sqlite_warehouse):
+    gc.unfreeze()
+    with client_for(sqlite_warehouse) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() == 0
 
 
 def test_health(sqlite_warehouse):

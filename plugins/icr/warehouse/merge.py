@@ -122,8 +122,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
             steps.conn, "SELECT action, count(*) FROM icr_tmp_changes GROUP BY action", {}).all())
     inserted = int(actions.get("insert", 0))
     restored = int(actions.get("restore", 0))
-    removed_since = _removed_after_snapshot(steps, row)
-    removals = plan_removals(steps, row, options, listed_active=staged + kept - inserted - restored - removed_since,
+    removals = plan_removals(steps, row, options, listed_active=staged + kept - inserted - restored,
                              with_rejects=bool(staged_rejects))
 
     drift = reconcile_snapshot(steps)  # webhook events vs this list (issue 23)
@@ -145,23 +144,13 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         **drift,
         "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
     }
-    expected = staged + kept + active_rejected + removals.newer - removed_since
+    expected = staged + kept + active_rejected + removals.newer - removals.removed_since
     if row["snapshot_complete"] and counts["active_after"] != expected:
         raise QualityCheckError(
             f"after a complete snapshot {counts['active_after']} installations are active, but the snapshot "
             f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
-            f"+{removals.newer} applied and -{removed_since} removed by webhook events after it was read)")
+            f"+{removals.newer} applied and -{removals.removed_since} removed by webhook events after it was read)")
     return counts
-
-
-def _removed_after_snapshot(steps: _Steps, row: dict[str, Any]) -> int:
-    """Listed installations a webhook event removed after the list was read: plan_changes left
-    them removed (the older list cannot undo the event), so they are not active after the run."""
-    removed = steps.count("count_removed_after_snapshot", now=steps.params["now"])
-    if removed:
-        log.info("Run %s: %d listed installation(s) were removed by webhook events after the list was read; "
-                 "they stay removed", row["run_id"], removed)
-    return removed
 
 
 def _check_staging(steps: _Steps, row: dict[str, Any], options: LoadOptions) -> tuple[int, int, int]:

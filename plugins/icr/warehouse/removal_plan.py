@@ -26,6 +26,7 @@ class RemovalPlan:
     active_before: int  # active installations before the load
     removing: int  # planned in icr_tmp_removals
     newer: int  # active, absent from the list, but seen after it was read (kept, not removed)
+    removed_since: int  # listed, but removed by a webhook event after the list was read (stays removed)
     skipped: str | None  # why nothing is removed (an incomplete snapshot), else None
 
 
@@ -33,9 +34,12 @@ def plan_removals(steps: Steps, row: dict[str, Any], options: LoadOptions, *, li
                   with_rejects: bool) -> RemovalPlan:
     """Plan the removals of the run ``row`` into ``icr_tmp_removals``.
 
-    ``listed_active``: the distinct valid listed installations that are active now (neither new,
-    returning, nor removed by a webhook event after the list was read); ``with_rejects``: the run staged rejected records (they still count as listed).
+    ``listed_active``: the distinct valid listed installations that are neither new nor
+    returning (those a webhook event removed after the list was read are taken off here);
+    ``with_rejects``: the run staged rejected records (they still count as listed).
     """
+    removed_since = _removed_after_snapshot(steps, row)
+    listed_active -= removed_since
     steps.run("create_removals")
     active_before = steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
     skipped = None
@@ -54,7 +58,18 @@ def plan_removals(steps: Steps, row: dict[str, Any], options: LoadOptions, *, li
                      "was read; they stay active", row["run_id"], newer)
     removing = steps.scalar("SELECT count(*) FROM icr_tmp_removals")
     _guard_mass_removal(row["run_id"], removing, active_before, options)
-    return RemovalPlan(active_before=active_before, removing=removing, newer=newer, skipped=skipped)
+    return RemovalPlan(active_before=active_before, removing=removing, newer=newer,
+                       removed_since=removed_since, skipped=skipped)
+
+
+def _removed_after_snapshot(steps: Steps, row: dict[str, Any]) -> int:
+    """Listed installations a webhook event removed after the list was read: plan_changes left
+    them removed (the older list cannot undo the event), so they are not active after the run."""
+    removed = steps.count("count_removed_after_snapshot", now=steps.params["now"])
+    if removed:
+        log.info("Run %s: %d listed installation(s) were removed by webhook events after the list was read; "
+                 "they stay removed", row["run_id"], removed)
+    return removed
 
 
 def _guard_mass_removal(run_id: str, removing: int, active_before: int, options: LoadOptions) -> None:

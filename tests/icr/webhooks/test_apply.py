@@ -262,24 +262,6 @@ def test_nightly_sync_agrees_and_records_drift(wh):
     assert wrongly_removed["id"] in detail and wrongly_active["id"] in detail
 
 
-def test_an_install_applied_while_the_nightly_pages_survives_its_older_list(wh):
-    """The nightly read its list before the install's event was applied: that list cannot know
-    the installation, so the load keeps it instead of removing it until the next night."""
-    from icr.sync import cleanup, extract, load
-
-    icr, listed, installed_meanwhile = FakeICR(), make_record(30), make_record(31)
-    run = RunContext(run_id="nightly_2", logical_date=datetime.now(timezone.utc), dag_id="test")
-    extract(wh, StaticHook([listed]), run, SyncSettings())
-    icr.records[installed_meanwhile["id"]] = installed_meanwhile
-    deliver(wh, "installed", installed_meanwhile)
-    apply(wh, icr)
-    result = load(wh, run, SyncSettings())
-    cleanup(wh, run)
-    assert result["removed"] == 0
-    assert state(wh) == {listed["id"]: (True, None), installed_meanwhile["id"]: (True, None)}
-    assert installed_meanwhile["id"] in reported(wh)
-
-
 def _nightly_then_event(wh, listed: list[dict[str, Any]], event: str, icr: FakeICR, record: dict[str, Any]):
     """A nightly reads ``listed``; while it pages, ``event`` for ``record`` is delivered and applied
     (ICR answers what ``icr`` holds then); then the nightly loads its older list."""
@@ -297,6 +279,17 @@ def _nightly_then_event(wh, listed: list[dict[str, Any]], event: str, icr: FakeI
 def _loaded(wh, records: list[dict[str, Any]]) -> None:
     run = RunContext(run_id=f"nightly_{next(_n)}", logical_date=datetime.now(timezone.utc), dag_id="test")
     run_sync(wh, StaticHook(records), run, SyncSettings())
+
+
+def test_an_install_applied_while_the_nightly_pages_survives_its_older_list(wh):
+    """The nightly read its list before the install's event was applied: that list cannot know
+    the installation, so the load keeps it instead of removing it until the next night."""
+    icr, listed, installed_meanwhile = FakeICR(), make_record(30), make_record(31)
+    icr.records[installed_meanwhile["id"]] = installed_meanwhile
+    result = _nightly_then_event(wh, [listed], "installed", icr, installed_meanwhile)
+    assert result["removed"] == 0
+    assert state(wh) == {listed["id"]: (True, None), installed_meanwhile["id"]: (True, None)}
+    assert installed_meanwhile["id"] in reported(wh)
 
 
 @pytest.mark.parametrize("changed_in_list", [False, True], ids=["unchanged", "changed"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, Connection
 
@@ -41,6 +41,9 @@ from icr.defaults import (
 from icr.errors import ICRAPIError, ICRConfigError, ICRError
 from icr.paging import InstallationPager
 from icr.provider import EXTRA_FIELDS, EXTRA_FIELDS_BY_NAME, ExtraField
+
+if TYPE_CHECKING:
+    from icr.unchanged import WireReader
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +162,16 @@ class ICRHook(BaseHook):
             self._client = self._build_client()
         return self._client
 
-    def installations(self, page_size: int | None = None, concurrency: int | None = None) -> InstallationPager:
+    def installations(self, page_size: int | None = None, concurrency: int | None = None,
+                      wire: WireReader | None = None) -> InstallationPager:
         """A pager over ``GET /app/installations``: the run's page size and concurrency (the
-        arguments), else the connection's extras."""
+        arguments), else the connection's extras; ``wire``: hash each record's bytes and leave
+        unchanged ones undecoded (:mod:`icr.unchanged`, the sync's extract)."""
         client = self.get_conn()
         settings = self.settings
         size = page_size or settings.page_size
         check_page_size(size, settings, "the run's page_size" if page_size else None)
-        return InstallationPager(client, page_size=size, concurrency=concurrency or settings.concurrency)
+        return InstallationPager(client, page_size=size, concurrency=concurrency or settings.concurrency, wire=wire)
 
     # ------------------------------------------------------------------ test button
 

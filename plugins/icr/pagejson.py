@@ -69,6 +69,34 @@ def decode_page(content: bytes, *, where: str = "page") -> Any:
     return body
 
 
+class SpanBody(dict):
+    """A page whose ``installations`` are each record's bytes (``msgspec.Raw``), not decoded;
+    ``content`` is the whole body (:func:`decode_page_spans`)."""
+
+    content: bytes
+
+
+class _Spans(msgspec.Struct):
+    installations: list[msgspec.Raw]
+    pagination: Any = None
+
+
+_decode_spans = msgspec.json.Decoder(_Spans).decode
+
+
+def decode_page_spans(content: bytes, *, where: str = "page") -> Any:
+    """The page with each record left as its bytes (:class:`SpanBody`), for
+    :class:`icr.unchanged.WireReader`; a page that is not a JSON object with an ``installations``
+    array, or that msgspec refuses, is :func:`decode_page`'s answer instead (same errors)."""
+    try:
+        page = _decode_spans(content)
+    except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError are ValueErrors
+        return decode_page(content, where=where)
+    body = SpanBody(installations=page.installations, pagination=page.pagination)
+    body.content = content
+    return body
+
+
 def decode_installation(content: bytes, *, installation_id: str, where: str = "record") -> Any:
     """One installation answered on its own (``GET /app/installations/{id}``): decoded as usual,
     or a :class:`BadRecord` naming ``where`` when the decoder cannot read it, so the recovery of

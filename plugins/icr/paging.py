@@ -42,7 +42,10 @@ import numpy as np
 
 from icr.defaults import DEFAULT_PAGE_SIZE
 from icr.errors import ICRAPIError, ICRSnapshotError
-from icr.pagejson import decode_installation, decode_page
+from icr.pagejson import SpanBody, decode_installation, decode_page, decode_page_spans
+
+if TYPE_CHECKING:
+    from icr.unchanged import Sorted, WireReader
 
 if TYPE_CHECKING:
     from icr.client import ICRClient
@@ -179,6 +182,10 @@ class Page:
     total: int | None
     page_count: int | None
     received: int
+    #: With a :class:`~icr.unchanged.WireReader`: each record's wire hash (None: not known), and
+    #: the positions in its KnownHashes of the installations listed unchanged (not decoded).
+    digests: list[bytes | None] | None = None
+    kept: Any = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class SnapshotReport:
 @dataclass
 class _State:
     seen: SeenIds = field(default_factory=SeenIds)
+    wire: WireReader | None = None
     pages: int = 0
     records: int = 0
     duplicates: int = 0
@@ -231,6 +239,11 @@ class _State:
     abnormal: str | None = None
     stop: str | None = None
 
+    @property
+    def distinct(self) -> int:
+        """Distinct ids read: those decoded, and those listed unchanged (never decoded)."""
+        return len(self.seen) + (self.wire.kept - self.wire.overlap if self.wire is not None else 0)
+
 
 @dataclass(frozen=True)
 class _Raw:
@@ -241,6 +254,12 @@ class _Raw:
     next_page: int | None
     has_next_key: bool
     has_pagination: bool
+    sorted: Sorted | None = None  # the records sorted by the WireReader (installations: its fresh ones)
+
+    @property
+    def received(self) -> int:
+        """Records on the page, decoded or not."""
+        return len(self.installations) + (int(self.sorted.kept.size) if self.sorted is not None else 0)
 
 
 def _envelope_int(pagination: dict[str, Any], name: str, where: str) -> int | None:
@@ -309,6 +328,7 @@ class InstallationPager:
         max_pages: int | None = None,
         path: str = INSTALLATIONS_PATH,
         limits: PagingLimits = DEFAULT_LIMITS,
+        wire: WireReader | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -320,6 +340,7 @@ class InstallationPager:
         self.limits = limits
         self.max_pages = limits.max_pages_unannounced if max_pages is None else int(max_pages)
         self.path = path
+        self.wire = wire  # hash record bytes, skip decoding unchanged ones (icr.unchanged)
         self._limit_retried = False
         if self.concurrency > 1:
             client.ensure_pool_size(self.concurrency)
@@ -341,7 +362,7 @@ class InstallationPager:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Page]:
-        self._state = state = _State()
+        self._state = state = _State(wire=self.wire)
         self._report = None
         try:
             if self.concurrency > 1:
@@ -430,12 +451,12 @@ class InstallationPager:
             raise ICRSnapshotError(
                 f"GET {self.path}?limit={self.page_size}&page={number}: ICR keeps sending full pages past what it "
                 f"announced ({said}, so at most {bound} pages of {self.page_size} with the paging margin); "
-                f"stopped after {state.pages} pages and {len(state.seen)} distinct ids. The snapshot is not "
+                f"stopped after {state.pages} pages and {state.distinct} distinct ids. The snapshot is not "
                 "trusted and nothing was written (PagingLimits in icr.paging sets the margin)")
 
     def _get(self, number: int) -> Any:
         where = f"GET {self.path}?limit={self.page_size}&page={number}"
-        decode = functools.partial(decode_page, where=where)
+        decode = functools.partial(decode_page_spans if self.wire is not None else decode_page, where=where)
         try:
             return self.client.get_json(self.path, params={"limit": self.page_size, "page": number}, decode=decode)
         except ICRAPIError as exc:
@@ -464,6 +485,10 @@ class InstallationPager:
             log.warning("%s: 'pagination' is not an object; ignoring it", where)
         pag = pagination if has_pagination else {}
         numbers = {name: _envelope_int(pag, name, where) for name in ENVELOPE_FIELDS}
+        sorted_ = None
+        if self.wire is not None and isinstance(body, SpanBody):
+            sorted_ = self.wire.sort(installations)
+            installations = sorted_.fresh if sorted_ is not None else decode_page(body.content, where=where)["installations"]
         return _Raw(
             number=number,
             installations=installations,
@@ -472,11 +497,13 @@ class InstallationPager:
             next_page=numbers["nextPage"],
             has_next_key="nextPage" in pag,
             has_pagination=has_pagination,
+            sorted=sorted_,
         )
 
     def _accept(self, state: _State, raw: _Raw) -> Page:
+        received = raw.received
         state.pages += 1
-        state.records += len(raw.installations)
+        state.records += received
         if raw.total is not None:
             state.max_total = max(state.max_total or 0, raw.total)
         if raw.page_count is not None:
@@ -489,6 +516,8 @@ class InstallationPager:
             state.totals_seen.add(raw.total)
         state.total_last = raw.total if raw.total is not None else state.total_last
 
+        if raw.sorted is not None and state.wire is not None:
+            return self._accept_sorted(state, raw, received)
         with_id: list[tuple[int, str]] = []
         keep: list[bool] = [True] * len(raw.installations)
         for i, rec in enumerate(raw.installations):
@@ -503,12 +532,22 @@ class InstallationPager:
                 keep[i] = False
                 state.duplicates += 1
         records = [rec for rec, k in zip(raw.installations, keep) if k]
-        self._count_repeats(state, raw, new=len(records))
-        return Page(raw.number, records, raw.total, raw.page_count, len(raw.installations))
+        self._count_repeats(state, raw, new=len(records), received=received)
+        return Page(raw.number, records, raw.total, raw.page_count, received,
+                    digests=[None] * len(records) if state.wire is not None else None)
 
-    def _count_repeats(self, state: _State, raw: _Raw, *, new: int) -> None:
+    def _accept_sorted(self, state: _State, raw: _Raw, received: int) -> Page:
+        """The same for a page the WireReader sorted: unchanged installations stay positions."""
+        assert raw.sorted is not None and state.wire is not None
+        out = state.wire.accept(raw.sorted, state.seen)
+        state.duplicates += out.duplicates
+        state.without_id += out.without_id
+        self._count_repeats(state, raw, new=len(out.records) + int(out.kept.size), received=received)
+        return Page(raw.number, out.records, raw.total, raw.page_count, received, digests=out.digests, kept=out.kept)
+
+    def _count_repeats(self, state: _State, raw: _Raw, *, new: int, received: int) -> None:
         """Fail when full pages keep bringing only ids already read (an API stuck on a page)."""
-        if new or len(raw.installations) < self.page_size:
+        if new or received < self.page_size:
             state.repeat_pages = 0
             return
         state.repeat_pages += 1
@@ -516,16 +555,16 @@ class InstallationPager:
             raise ICRSnapshotError(
                 f"GET {self.path}?limit={self.page_size}&page={raw.number}: {state.repeat_pages} full pages in a row "
                 f"brought no new installation id (only ids already read); ICR seems to repeat itself. Stopped "
-                f"after {state.pages} pages and {len(state.seen)} distinct ids; the snapshot is not trusted and "
+                f"after {state.pages} pages and {state.distinct} distinct ids; the snapshot is not trusted and "
                 "nothing was written")
 
     def _next_page(self, state: _State, raw: _Raw) -> int | None:
         """The robust loop's decision after ``raw``: next page number, or None to stop."""
         n = raw.number
         stop = None
-        if not raw.installations:
+        if not raw.received:
             stop = "empty page"
-        elif len(raw.installations) < self.page_size:
+        elif raw.received < self.page_size:
             stop = "short page"
         elif raw.has_pagination and raw.next_page is None:
             stop = "nextPage null" if raw.has_next_key else "nextPage absent"
@@ -548,7 +587,7 @@ class InstallationPager:
     # ------------------------------------------------------------------ report
 
     def _build_report(self, state: _State, *, finished: bool) -> SnapshotReport:
-        distinct = len(state.seen)
+        distinct = state.distinct
         reason: str | None = None
         if not finished:
             reason = "iteration did not finish (stopped early or failed)"

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from icr.defaults import (
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_MAX_REMOVAL_SHARE,
@@ -31,7 +33,7 @@ from icr.errors import ICRAPIError
 from icr.normalize import normalize_records
 from icr.paging import SnapshotReport, fetch_installation
 from icr.timings import Timings
-from icr.unchanged import KnownHashes
+from icr.unchanged import KnownHashes, WireReader
 from icr.warehouse import removals
 from icr.warehouse.engine import Warehouse
 from icr.warehouse.housekeeping import start_run
@@ -68,7 +70,8 @@ class _Client(Protocol):  # icr.client.ICRClient
 
 
 class _Hook(Protocol):  # icr.hooks.ICRHook
-    def installations(self, page_size: int | None = None, concurrency: int | None = None) -> _Pager: ...
+    def installations(self, page_size: int | None = None, concurrency: int | None = None,
+                      wire: WireReader | None = None) -> _Pager: ...
 
     def get_conn(self) -> _Client: ...
 
@@ -129,8 +132,10 @@ def migrate(warehouse: Warehouse) -> list[str]:
 NORMALIZE = "extract:normalize"
 STAGE = "extract:stage"
 STAGING_FINISH = "extract:staging_finish"
-HASH = "extract:hash_unchanged"  # deciding "unchanged" before normalizing (icr.unchanged)
+HASH = "extract:hash_unchanged"  # hashing record bytes, deciding "unchanged" (icr.unchanged; fetch thread)
 LOAD_HASHES = "extract:load_known_hashes"
+STAGE_KEPT = "extract:stage_kept"  # staging the unchanged ids and the decoded records' wire hashes
+KEPT_BATCH = 100_000  # unchanged ids staged at a time (1.6 MB: one COPY each)
 
 
 @dataclass
@@ -139,7 +144,8 @@ class _StreamResult:
     pages: int = 0
     valid: int = 0
     rejected: int = 0
-    kept: int = 0  # records found unchanged before normalizing (only their ids are staged)
+    kept: int = 0  # records found unchanged before decoding (only their ids are staged)
+    kept_staged: int = 0
     duplicates: int = 0
     started_at: Any = None
     seconds: float = 0.0
@@ -175,11 +181,10 @@ def _extract(warehouse: Warehouse, hook: _Hook, run: RunContext, settings: SyncS
 
     staging = Staging(warehouse, run.run_id)
     staging.create()
-    known = _known_hashes(warehouse, settings, timings)
     result = _StreamResult(timings=timings)
     attempts = max(1, settings.snapshot_attempts)
     for attempt in range(1, attempts + 1):
-        result = _stream_snapshot(hook, staging, settings, timings, known)
+        result = _stream_snapshot(warehouse, hook, staging, settings, timings)
         complete, reason = bool(result.report.complete), result.report.reason
         if complete:
             result.recovered = _recover_skipped(hook, staging, settings)
@@ -243,16 +248,20 @@ def _known_hashes(warehouse: Warehouse, settings: SyncSettings, timings: Timings
         known = KnownHashes.load(warehouse)
     if known is not None:
         log.info("Loaded %d active installations' record hashes (%.1f MB) in %.1fs: unchanged records are "
-                 "recognised before normalizing", len(known), known.nbytes / 1e6, timings[LOAD_HASHES])
+                 "recognised by their bytes, before decoding", len(known), known.nbytes / 1e6, timings[LOAD_HASHES])
     return known
 
 
 _DONE = object()
 
 
-def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timings: Timings,
-                     known: KnownHashes | None = None) -> _StreamResult:
-    pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency)
+def _stream_snapshot(warehouse: Warehouse, hook: _Hook, staging: Staging, settings: SyncSettings,
+                     timings: Timings) -> _StreamResult:
+    # The snapshot's moment comes before what the warehouse holds is read: a row a webhook event
+    # writes after it is newer than the list (the load leaves it alone), and before it, known.
+    result = _StreamResult(started_at=now_utc(), timings=timings)
+    wire = WireReader(_known_hashes(warehouse, settings, timings))
+    pager = hook.installations(page_size=settings.page_size, concurrency=settings.concurrency, wire=wire)
     pages: queue.Queue[Any] = queue.Queue(maxsize=max(1, settings.queue_pages))
     stop = threading.Event()
 
@@ -275,23 +284,25 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timi
         except BaseException as exc:  # handed to the loader thread, which re-raises it
             offer(exc)
 
-    result = _StreamResult(started_at=now_utc(), timings=timings)
     _log_start(hook, pager)
     t0 = time.monotonic()
     fetcher = threading.Thread(target=fetch, name="icr-fetch", daemon=True)
     buffer: list[Any] = []
+    digests: list[bytes | None] = []
+    kept: list[Any] = []
     last_log = t0
     page_count = total = None
 
     def flush(writer: Any) -> None:
-        if not buffer:
-            return
-        records: Sequence[Any] = buffer
-        if known is not None:
-            records = _keep_unchanged(staging, known, buffer, result)
-        if records:
-            _normalize_and_stage(writer, records, result)
+        if buffer:
+            _normalize_and_stage(writer, buffer, result, staging=staging, digests=digests)
         buffer.clear()
+        digests.clear()
+
+    def flush_kept() -> None:
+        if kept:
+            _stage_kept(staging, wire, kept, result)
+        kept.clear()
 
     try:
         # One writer for the whole pass: on PostgreSQL one COPY that the server consumes on its
@@ -310,20 +321,28 @@ def _stream_snapshot(hook: _Hook, staging: Staging, settings: SyncSettings, timi
                 if result.pages == 1:
                     _log_first_page(item, pager, settings)
                 buffer.extend(item.records)
+                digests.extend(item.digests if item.digests is not None else [None] * len(item.records))
+                if item.kept is not None and len(item.kept):
+                    kept.append(item.kept)
+                    result.kept += len(item.kept)
                 if len(buffer) >= settings.chunk_records:
                     flush(writer)
+                if result.kept - result.kept_staged >= KEPT_BATCH:
+                    flush_kept()
                 now = time.monotonic()
                 if now - last_log >= settings.progress_every_s:
                     last_log = now
                     done = result.valid + result.kept + result.rejected + len(buffer)
                     _log_progress(result.pages, page_count, done, total, now - t0)
             flush(writer)
+            flush_kept()
     finally:
         stop.set()
         if fetcher.ident is not None:
             fetcher.join(timeout=30)
     result.report = pager.report
     result.duplicates += pager.report.duplicates
+    timings.add(HASH, wire.seconds)
     result.seconds = time.monotonic() - t0
     return result
 
@@ -389,27 +408,42 @@ def _staging_pass(staging: Staging, timings: Timings) -> Iterator[StageWriter]:
     timings.add(STAGE, time.monotonic() - c0)
 
 
-def _normalize_and_stage(writer: StageWriter, records: Sequence[Any], result: _StreamResult) -> None:
+def _normalize_and_stage(writer: StageWriter, records: Sequence[Any], result: _StreamResult, *,
+                         staging: Staging | None = None, digests: Sequence[bytes | None] = ()) -> None:
     """The loader's step: normalize one chunk and append it to the open staging writer, timed
-    and counted in ``result``."""
+    and counted in ``result``; with ``digests`` (the records' wire hashes), stage those of the
+    rows staged."""
     with result.timings.measure(NORMALIZE):
         chunk = normalize_records(records)
     with result.timings.measure(STAGE):
         writer.write(chunk.frame, chunk.rejects)
+    if staging is not None and any(d is not None for d in digests):
+        with result.timings.measure(STAGE_KEPT):
+            staging.write_wire(_wire_rows(records, digests, chunk.frame["installation_id"]))
     result.valid += len(chunk.frame)
     result.rejected += len(chunk.rejects)
     result.duplicates += chunk.duplicates
 
 
-def _keep_unchanged(staging: Staging, known: KnownHashes, records: Sequence[Any], result: _StreamResult) -> list[Any]:
-    """Records the warehouse already holds unchanged are only counted and their ids staged
-    (icr.unchanged); returns the others, to be normalized."""
-    with result.timings.measure(HASH):
-        split = known.split(list(records))
-        staging.write_kept(split.kept_ids)
-    result.kept += len(split.kept_ids)
-    result.duplicates += split.duplicates
-    return split.fresh
+def _wire_rows(records: Sequence[Any], digests: Sequence[bytes | None], staged_ids: Any) -> list[tuple[str, bytes]]:
+    """(id, wire hash) of each staged row whose record came with one: the first record of each id,
+    as normalize keeps the first."""
+    by_id: dict[str, bytes | None] = {}
+    for record, digest in zip(records, digests):
+        rid = record.get("id") if type(record) is dict else None
+        if type(rid) is str:
+            by_id.setdefault(rid.lower(), digest)
+    return [(iid, d) for iid in staged_ids if (d := by_id.get(iid)) is not None]
+
+
+def _stage_kept(staging: Staging, wire: WireReader, kept: list[Any], result: _StreamResult) -> None:
+    """Stage the ids of the installations listed unchanged (positions in the WireReader's known
+    installations), in bulk."""
+    assert wire.known is not None
+    positions = np.concatenate(kept)
+    with result.timings.measure(STAGE_KEPT):
+        staging.write_kept(wire.known.id_bytes(positions))
+    result.kept_staged += int(positions.size)
 
 
 def _finish_staging(staging: Staging, timings: Timings) -> None:

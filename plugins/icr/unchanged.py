@@ -1,155 +1,255 @@
-"""Decide "unchanged" before normalizing: the nightly run's fast path.
+"""Decide "unchanged" before decoding: the nightly run's fast path.
 
-A record whose canonical JSON hashes to the ``record_hash`` the warehouse holds for the same
-active installation is byte-for-byte what was stored: normalizing it, staging its columns and
-comparing it in SQL would only confirm that. :class:`KnownHashes` holds the warehouse's active
-installations compactly — a 64-bit key of the id and the hash's first 64 bits, two sorted numpy
-arrays, 16 bytes an installation (16 MB at a million) — and :meth:`KnownHashes.split` sends each
-chunk's records either on to ``normalize_records`` (new, changed, returning, or anything it
-cannot judge: not an object, no string id, not encodable) or to the list of kept ids. The
-extract stages only the kept *ids*; the load counts them as present and unchanged, so removals,
-counts and the quality checks stay what they were, and only new and changed records are
-normalized, staged in full and merged.
+Each record of a page is hashed as the bytes the API sent (its span in the ``installations``
+array, cut by msgspec without building the record): the *wire hash*, the first 16 bytes of its
+SHA-256. The warehouse keeps the wire hash of every installation it wrote from such bytes
+(``icr_installation_state.wire_hash``, migration 0012, set only together with ``record_hash``
+from the same bytes). A listed record whose wire hash is an active installation's is that
+installation, byte for byte as stored: it is not decoded, normalized, staged or compared again.
+Only its position in :class:`KnownHashes` travels on; the loader stages the ids of those
+positions in bulk (``Staging.write_kept``), and the load counts them as present and unchanged,
+so removals, counts and the quality checks stay what they were. Every other record (new,
+changed, sent with other bytes, or an installation without a wire hash yet) is decoded and goes
+the full way, carrying its wire hash so the load can store it.
 
-Per record it costs one canonical JSON encode and one SHA-256, about a fifth of normalizing it.
-The id's key is Python's own string hash, computed in the same process as the arrays (it is
-salted per process, never stored). A record is kept only when both its id key and its hash
-prefix match an active installation's: a wrong "unchanged" needs two independent 64-bit
-collisions at once. Anything encoded differently from the stored canonical form (a float that
-msgspec writes otherwise) only sends the record down the full path, where SQL compares the
-whole hash. What counts as "the same record" is exactly what ``record_hash`` already means: the
-SHA-256 of the canonical JSON of the record as received (see :mod:`icr.normalize`).
+A wrong "unchanged" needs two different byte strings with the same 128-bit hash prefix. Records
+are matched by their bytes alone, so an unchanged record's id is the stored one; duplicates (an
+installation listed twice, as offset paging over live data can) are told apart by position: the
+first copy wins, whichever path it took, as in ``normalize_records``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import sqlalchemy as sa
 
-from icr.jsontext import exact_encode, fast_encode
 from icr.warehouse.engine import Warehouse
 
 log = logging.getLogger(__name__)
 
-_BATCH = 100_000  # rows converted at a time while loading (bounds the transient Python lists)
-_SIGN = 1 << 63
+WIRE_BYTES = 16  # bytes of the SHA-256 kept as the wire hash
+_NO_WIRE = b"\x00" * WIRE_BYTES  # the load's stand-in for NULL (no real digest is all zeros)
+_BATCH = 100_000  # rows converted at a time on SQLite (bounds the transient Python lists)
+_decode = msgspec.json.decode
 
 
-def _key(installation_id: str) -> int:
-    """The id's lookup key: the string hash of its lower-case text (64-bit, this process only)."""
-    return hash(installation_id)
+def wire_hash(span: Any) -> bytes:
+    """The wire hash of one record's bytes."""
+    return hashlib.sha256(span).digest()[:WIRE_BYTES]
 
 
-def _digest(hex_hash: str) -> int:
-    """The first 64 bits of a hex SHA-256, as a signed 64-bit int."""
-    value = int(hex_hash[:16], 16)
-    return value - (1 << 64) if value >= _SIGN else value
-
-
-@dataclass
-class Split:
-    """One chunk, split: the records to normalize, the ids kept as unchanged, duplicates dropped."""
-
-    fresh: list[Any] = field(default_factory=list)
-    kept_ids: list[str] = field(default_factory=list)
-    duplicates: int = 0
+def _split_digests(digests: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated 16-byte digests as (first 8 bytes, last 8 bytes), each a uint64 array."""
+    pairs = np.frombuffer(digests, dtype=">u8").reshape(-1, 2)
+    return pairs[:, 0].astype(np.uint64), pairs[:, 1].astype(np.uint64)
 
 
 class KnownHashes:
-    """The warehouse's active installations: id key -> record_hash prefix, sorted by key."""
+    """The warehouse's active installations: their ids (16-byte UUIDs, sorted) and, for those
+    that have one, their wire hash (sorted by its first 8 bytes, pointing at the id's position).
+    32 bytes an installation: 32 MB at a million."""
 
-    def __init__(self, keys: np.ndarray, digests: np.ndarray) -> None:
-        order = np.argsort(keys, kind="stable")
-        self.keys, self.digests = keys[order], digests[order]
+    def __init__(self, ids: bytes, digests: bytes) -> None:
+        """``ids``: 16 bytes per installation; ``digests``: its wire hash (all zeros: none)."""
+        order = np.argsort(np.frombuffer(ids, dtype="S16"), kind="stable")
+        self.ids = np.frombuffer(ids, dtype="S16")[order]
+        digests = np.frombuffer(digests, dtype="S16")[order]
+        has = digests != np.frombuffer(_NO_WIRE, dtype="S16")[0]
+        keys, checks = _split_digests(digests[has].tobytes())
+        by_key = np.argsort(keys, kind="stable")
+        self.keys, self.checks = keys[by_key], checks[by_key]
+        self.positions = np.flatnonzero(has)[by_key].astype(np.int64)
 
     def __len__(self) -> int:
-        return int(self.keys.size)
+        return int(self.ids.size)
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.digests.nbytes)
+        return int(self.ids.nbytes + self.keys.nbytes + self.checks.nbytes + self.positions.nbytes)
 
     @classmethod
     def load(cls, warehouse: Warehouse) -> KnownHashes | None:
-        """The active installations' (id, hash) of ``warehouse``; None when there are none (a first
-        load has nothing to compare with, and skips the hashing)."""
-        sql = ("SELECT CAST(installation_id AS TEXT), record_hash FROM icr_installation_state "
-               "WHERE deleted_at IS NULL")
-        keys: list[np.ndarray] = []
-        digests: list[np.ndarray] = []
-        with warehouse.read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(sa.text(sql))
-            for part in result.partitions(_BATCH):
-                keys.append(np.fromiter((_key(row[0].lower()) for row in part), dtype=np.int64, count=len(part)))
-                digests.append(np.fromiter((_digest(row[1]) for row in part), dtype=np.int64, count=len(part)))
-        if not keys:
-            return None
-        return cls(np.concatenate(keys), np.concatenate(digests))
+        """The active installations of ``warehouse``; None when there are none (a first load
+        recognises nothing, and only hashes)."""
+        if warehouse.dialect.stages_with_copy:
+            ids, digests = _load_copy(warehouse)
+        else:
+            ids, digests = _load_rows(warehouse)
+        return cls(ids, digests) if ids else None
 
-    def split(self, records: list[Any]) -> Split:
-        """Records whose id and hash match an active installation become kept ids; the rest go on
-        to be normalized, in their order. The first occurrence of an id wins, as in
-        ``normalize_records``."""
-        out = Split()
-        ids: list[str | None] = []  # per record: its lower-case id, or None (normalize judges it)
-        keys: list[int] = []
-        digests: list[int] = []
-        encode = fast_encode or _exact_encode_bytes
-        sha256 = hashlib.sha256
-        for rec in records:
-            rid = rec.get("id") if type(rec) is dict else None
-            raw = None
-            if type(rid) is str and len(rid) == 36:  # a UUID's length; normalize judges the rest
-                try:
-                    raw = encode(rec)
-                except Exception:  # noqa: BLE001 - normalize names the problem in its reject
-                    raw = None
-            if raw is None:
-                ids.append(None)
-                continue
-            iid = rid.lower()
-            ids.append(iid)
-            keys.append(_key(iid))
-            digests.append(int.from_bytes(sha256(raw).digest()[:8], "big", signed=True))
-        same = iter(self._matches(np.array(keys, dtype=np.int64), np.array(digests, dtype=np.int64)).tolist()
-                    if keys else ())
-        seen: dict[str, bool] = {}  # id -> kept (True) or sent on (False)
-        for rec, iid in zip(records, ids):
-            if iid is None:
-                out.fresh.append(rec)
-                continue
-            kept, first = next(same), seen.get(iid)
-            if first is True:  # a later copy of a kept id: dropped, as normalize drops duplicates
-                out.duplicates += 1
-            elif first is None and kept:
-                seen[iid] = True
-                out.kept_ids.append(iid)
-            else:
-                seen.setdefault(iid, False)
-                out.fresh.append(rec)  # normalize keeps its first copy and drops the others
-        return out
-
-    def _matches(self, keys: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    def match(self, digests: bytes) -> np.ndarray:
+        """Per 16-byte digest: the position of the installation with that wire hash, else -1."""
+        keys, checks = _split_digests(digests)
+        out = np.full(keys.size, -1, dtype=np.int64)
         size = self.keys.size
-        if not size:
-            return np.zeros(keys.size, dtype=bool)
+        if not size or not keys.size:
+            return out
         at = np.minimum(np.searchsorted(self.keys, keys), size - 1)
-        found = (self.keys[at] == keys) & (self.digests[at] == digests)
-        # Ids sharing a key (rare): any entry of the run of equal keys may hold the digest.
-        for i in np.flatnonzero(~found & (self.keys[at] == keys)).tolist():
+        hit = (self.keys[at] == keys) & (self.checks[at] == checks)
+        out[hit] = self.positions[at[hit]]
+        # Digests sharing their first 8 bytes (rare): any entry of the run of equal keys may match.
+        for i in np.flatnonzero(~hit & (self.keys[at] == keys)).tolist():
             j = int(at[i]) + 1
             while j < size and self.keys[j] == keys[i]:
-                if self.digests[j] == digests[i]:
-                    found[i] = True
+                if self.checks[j] == checks[i]:
+                    out[i] = self.positions[j]
                     break
                 j += 1
-        return found
+        return out
+
+    def position_of(self, installation_id: str) -> int:
+        """The position of an active installation's id (any case), else -1."""
+        try:
+            key = uuid.UUID(installation_id).bytes
+        except (ValueError, TypeError, AttributeError):
+            return -1
+        at = int(np.searchsorted(self.ids, np.frombuffer(key, dtype="S16")[0]))
+        return at if at < self.ids.size and self.ids[at] == np.frombuffer(key, dtype="S16")[0] else -1
+
+    def id_bytes(self, positions: np.ndarray) -> bytes:
+        """The 16-byte ids at ``positions``, concatenated."""
+        return self.ids[positions].tobytes()
 
 
-def _exact_encode_bytes(record: Any) -> bytes:
-    return exact_encode(record).encode("utf-8")
+def _load_copy(warehouse: Warehouse) -> tuple[bytes, bytes]:
+    """PostgreSQL: one binary COPY of (id, wire hash), read straight into arrays."""
+    sql = ("COPY (SELECT installation_id, CASE WHEN octet_length(wire_hash) = 16 THEN wire_hash "
+           "ELSE '\\x" + "00" * WIRE_BYTES + "'::bytea END FROM icr_installation_state "
+           "WHERE deleted_at IS NULL) TO STDOUT (FORMAT binary)")
+    with warehouse.read() as conn:
+        with conn.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(sql) as copy:
+                data = b"".join(bytes(block) for block in copy)
+    body = data[19:-2]  # signature, flags and header extension; the trailer
+    row = np.dtype([("n", ">i2"), ("idlen", ">i4"), ("id", "V16"), ("hlen", ">i4"), ("h", "V16")])
+    rows = np.frombuffer(body, dtype=row)
+    if rows.size and not ((rows["n"] == 2).all() and (rows["idlen"] == 16).all() and (rows["hlen"] == 16).all()):
+        raise ValueError("unexpected layout of the binary COPY of icr_installation_state")
+    return rows["id"].tobytes(), rows["h"].tobytes()
+
+
+def _load_rows(warehouse: Warehouse) -> tuple[bytes, bytes]:
+    """SQLite: the rows in batches."""
+    sql = "SELECT installation_id, wire_hash FROM icr_installation_state WHERE deleted_at IS NULL"
+    ids: list[bytes] = []
+    digests: list[bytes] = []
+    with warehouse.read() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(sa.text(sql))
+        for part in result.partitions(_BATCH):
+            for iid, digest in part:
+                ids.append(uuid.UUID(str(iid)).bytes)
+                digests.append(digest if isinstance(digest, bytes) and len(digest) == WIRE_BYTES else _NO_WIRE)
+    return b"".join(ids), b"".join(digests)
+
+
+@dataclass
+class Sorted:
+    """One page's records, sorted (:meth:`WireReader.sort`): ``fresh`` to decode-and-normalize
+    (decoded) with their wire hashes (``digests``, None where not known), and ``kept``: the
+    positions of unchanged installations, before de-duplication."""
+
+    fresh: list[Any] = field(default_factory=list)
+    digests: list[bytes | None] = field(default_factory=list)
+    kept: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+@dataclass
+class Accepted:
+    """One page after de-duplication (:meth:`WireReader.accept`)."""
+
+    records: list[Any]
+    digests: list[bytes | None]
+    kept: np.ndarray
+    duplicates: int = 0
+    without_id: int = 0
+
+
+class WireReader:
+    """One snapshot's reading of record bytes: hash, recognise, de-duplicate (a new one per pass).
+
+    :meth:`sort` may run in the pager's fetching threads; :meth:`accept` runs in page order, in
+    one thread (it holds which installations the snapshot has already listed)."""
+
+    def __init__(self, known: KnownHashes | None) -> None:
+        self.known = known
+        self._listed = np.zeros(len(known) if known else 0, dtype=bool)
+        self.kept = 0  # distinct installations found unchanged so far
+        self.overlap = 0  # ids the pager's SeenIds holds that were first listed unchanged
+        self.seconds = 0.0  # spent hashing, recognising and de-duplicating
+
+    def sort(self, spans: Sequence[Any]) -> Sorted | None:
+        """Hash every span; decode those not recognised. None when a span does not decode as is
+        (the caller then reads the page the slow, exact way: :func:`icr.pagejson.decode_page`)."""
+        t0 = time.perf_counter()
+        try:
+            return self._sort(spans)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _sort(self, spans: Sequence[Any]) -> Sorted | None:
+        digests = b"".join([hashlib.sha256(s).digest()[:WIRE_BYTES] for s in spans])
+        found = self.known.match(digests) if self.known is not None else np.full(len(spans), -1, dtype=np.int64)
+        out = Sorted(kept=found[found >= 0])
+        for i in np.flatnonzero(found < 0).tolist():
+            try:
+                out.fresh.append(_decode(spans[i]))
+            except (ValueError, RecursionError):
+                return None
+            out.digests.append(digests[i * WIRE_BYTES:(i + 1) * WIRE_BYTES])
+        return out
+
+    def accept(self, page: Sorted, seen: Any) -> Accepted:
+        """Drop what the snapshot already listed, in page order: kept positions by position,
+        decoded records by id (``seen``: the pager's :class:`~icr.paging.SeenIds`), across both."""
+        t0 = time.perf_counter()
+        try:
+            return self._accept(page, seen)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _accept(self, page: Sorted, seen: Any) -> Accepted:
+        out = Accepted([], [], page.kept[:0])
+        ids = [r.get("id") if type(r) is dict else None for r in page.fresh]
+        has = [type(rid) is str and bool(rid.strip()) for rid in ids]
+        flags = iter(seen.add_batch(rid for rid, h in zip(ids, has) if h))
+        for record, digest, rid, h in zip(page.fresh, page.digests, ids, has):
+            if not h:
+                out.without_id += 1
+            elif not next(flags):
+                out.duplicates += 1
+                continue
+            elif not self._claim(rid):  # a kept copy came first: counted there
+                self.overlap += 1
+                out.duplicates += 1
+                continue
+            out.records.append(record)
+            out.digests.append(digest)
+        if page.kept.size:
+            unique = np.unique(page.kept)
+            fresh = unique[~self._listed[unique]]
+            out.duplicates += int(page.kept.size - fresh.size)
+            self._listed[fresh] = True
+            out.kept = fresh
+            self.kept += int(fresh.size)
+        return out
+
+    def _claim(self, installation_id: str) -> bool:
+        """Mark a decoded record's installation listed; False when a kept copy came first."""
+        if self.known is None:
+            return True
+        at = self.known.position_of(installation_id)
+        if at < 0:
+            return True
+        if self._listed[at]:
+            return False
+        self._listed[at] = True
+        return True

@@ -53,13 +53,14 @@ WHERE t.deleted_at IS NULL
 INSERT INTO icr_installation_state (
     installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,
     organization_country_code, organization_is_public, permissions, created_at, updated_at,
-    first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id)
+    first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id, wire_hash)
 SELECT s.installation_id, s.app_id, s.app_name_id, s.organization_id, s.organization_name,
        s.organization_type, s.organization_country_code, s.organization_is_public,
        CAST(s.permissions AS jsonb), s.created_at, s.updated_at,
-       :now, :now, NULL, s.record_hash, CAST(s.raw AS jsonb), :run_id
+       :now, :now, NULL, s.record_hash, CAST(s.raw AS jsonb), :run_id, w.wire_hash
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+LEFT JOIN {wire} w ON w.installation_id = s.installation_id
 WHERE c.action = 'insert';
 
 -- name: update_changed
@@ -79,10 +80,22 @@ UPDATE icr_installation_state AS t SET
     deleted_at = NULL,
     record_hash = s.record_hash,
     raw = CAST(s.raw AS jsonb),
-    last_sync_run_id = :run_id
+    last_sync_run_id = :run_id,
+    wire_hash = w.wire_hash
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+LEFT JOIN {wire} w ON w.installation_id = s.installation_id
 WHERE t.installation_id = s.installation_id AND c.action <> 'insert';
+
+-- name: wire_hashes_refresh
+-- Unchanged rows that came with other bytes than the ones stored (or none stored: rows written
+-- before migration 0012 or by a webhook event): store these bytes' wire hash, so the next night
+-- recognises them undecoded. Same record_hash, so the bytes are this content; nothing else moves.
+UPDATE icr_installation_state AS t SET wire_hash = w.wire_hash
+FROM {wire} w
+JOIN {stage} s ON s.installation_id = w.installation_id
+WHERE t.installation_id = w.installation_id AND t.record_hash = s.record_hash
+  AND t.deleted_at IS NULL AND t.wire_hash IS DISTINCT FROM w.wire_hash;
 
 -- name: permissions_delete
 DELETE FROM icr_installation_permissions p

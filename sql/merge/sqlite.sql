@@ -41,13 +41,14 @@ WHERE t.deleted_at IS NULL
 INSERT INTO icr_installation_state (
     installation_id, app_id, app_name_id, organization_id, organization_name, organization_type,
     organization_country_code, organization_is_public, permissions, created_at, updated_at,
-    first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id)
+    first_seen_at, last_seen_at, deleted_at, record_hash, raw, last_sync_run_id, wire_hash)
 SELECT s.installation_id, s.app_id, s.app_name_id, s.organization_id, s.organization_name,
        s.organization_type, s.organization_country_code, s.organization_is_public,
        s.permissions, s.created_at, s.updated_at,
-       :now, :now, NULL, s.record_hash, s.raw, :run_id
+       :now, :now, NULL, s.record_hash, s.raw, :run_id, w.wire_hash
 FROM {stage} s
 JOIN icr_tmp_changes c ON c.installation_id = s.installation_id
+LEFT JOIN {wire} w ON w.installation_id = s.installation_id
 WHERE true
 ORDER BY s.installation_id
 ON CONFLICT (installation_id) DO UPDATE SET
@@ -65,7 +66,19 @@ ON CONFLICT (installation_id) DO UPDATE SET
     deleted_at = NULL,
     record_hash = excluded.record_hash,
     raw = excluded.raw,
-    last_sync_run_id = excluded.last_sync_run_id;
+    last_sync_run_id = excluded.last_sync_run_id,
+    wire_hash = excluded.wire_hash;
+
+-- name: wire_hashes_refresh
+-- Unchanged rows that came with other bytes than the ones stored (see postgresql.sql).
+UPDATE icr_installation_state AS t SET wire_hash = (
+    SELECT w.wire_hash FROM {wire} w WHERE w.installation_id = t.installation_id)
+WHERE t.deleted_at IS NULL
+  AND t.installation_id IN (
+    SELECT w.installation_id FROM {wire} w
+    JOIN {stage} s ON s.installation_id = w.installation_id
+    JOIN icr_installation_state u ON u.installation_id = w.installation_id
+    WHERE u.record_hash = s.record_hash AND u.wire_hash IS NOT w.wire_hash);
 
 -- name: permissions_delete
 DELETE FROM icr_installation_permissions

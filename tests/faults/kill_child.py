@@ -40,10 +40,11 @@ class LightHook:
         self.client = ICRClient(base_url, AppJWT(app_id, load_private_key(pem)), timeout=10, max_retries=3)
         self.page_size = page_size
 
-    def installations(self, page_size=None, concurrency=None):
+    def installations(self, page_size=None, concurrency=None, wire=None):
         from icr.paging import InstallationPager
 
-        return InstallationPager(self.client, page_size=page_size or self.page_size, concurrency=concurrency or 1)
+        return InstallationPager(self.client, page_size=page_size or self.page_size, concurrency=concurrency or 1,
+                                 wire=wire)
 
     def get_conn(self):
         return self.client

@@ -83,6 +83,12 @@ class Dialect:
         return [f"DROP TABLE IF EXISTS {table}",
                 f"CREATE {self._stage_table_kind}TABLE {table} (installation_id {self.stage_types['installation_id']})"]
 
+    def create_wire_sql(self, table: str) -> list[str]:
+        """(Re)create a run's empty table of wire hashes (of the records it decoded, icr.unchanged)."""
+        return [f"DROP TABLE IF EXISTS {table}",
+                f"CREATE {self._stage_table_kind}TABLE {table} (installation_id {self.stage_types['installation_id']}, "
+                f"wire_hash {self.bytes_type} NOT NULL)"]
+
     def key_ids_sql(self, table: str) -> list[str]:
         """Key a table of ids once it is filled (the key proves each id is there once)."""
         return self.lookup_key_sql(table)
@@ -117,6 +123,7 @@ class PostgreSQL(Dialect):
         "raw": "jsonb NOT NULL",
     }
     stage_text_type = "text"
+    bytes_type = "bytea"
     _stage_table_kind = "UNLOGGED "
     stages_with_copy = True
     server_side_cursors = True
@@ -159,6 +166,7 @@ class SQLite(Dialect):
         "raw": "TEXT NOT NULL",
     }
     stage_text_type = "TEXT"
+    bytes_type = "BLOB"
     stages_with_copy = False
     server_side_cursors = False
     write_state_steps = ("upsert_changed",)  # SQLite's upsert is cheap and does both at once

@@ -105,9 +105,8 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
         update_run(warehouse, run.run_id, conn=conn, **final)
         # Dropped in the same transaction: a process killed after COMMIT leaves no staging behind,
         # and a rollback keeps the staged snapshot for a retry of the load.
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.table}")
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.rejects_table}")
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging.kept_table}")
+        for statement in staging.drop_sql():
+            conn.exec_driver_sql(statement)
     log.info("Run %s loaded: %s", run.run_id, {k: v for k, v in counts.items()})
     return {**{k: row[k] for k in ("records_fetched", "rejected", "snapshot_complete", "snapshot_source")}, **counts}
 
@@ -130,6 +129,8 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
                  "history_close_changed", "history_insert_changed", "history_close_removed",
                  "history_insert_removed", "mark_removed", "rejects_clear", "rejects_insert"):
         steps.run(name)
+    if staged > inserted:  # rows that were there before may have come with other bytes
+        steps.run("wire_hashes_refresh")
     active_rejected = steps.count("count_active_rejected") if staged_rejects else 0
     steps.drop_temp("icr_tmp_changes", "icr_tmp_removals")
 

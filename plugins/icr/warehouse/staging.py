@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -22,7 +24,7 @@ from icr.warehouse.engine import Warehouse
 from icr.warehouse.stage_writer import StageWriter
 
 #: The names :func:`run_tables` makes (and no other table's).
-STAGE_NAME = re.compile(r"icr_stage_(?:rej_|kept_)?[0-9a-f]{16}")
+STAGE_NAME = re.compile(r"icr_stage_(?:rej_|kept_|wire_)?[0-9a-f]{16}")
 
 
 def stage_names(run_id: str) -> tuple[str, str]:
@@ -36,9 +38,14 @@ def kept_name(run_id: str) -> str:
     return "icr_stage_kept_" + stage_names(run_id)[0].rsplit("_", 1)[1]
 
 
+def wire_name(run_id: str) -> str:
+    """The run's table of wire hashes: of the records it decoded and staged (see icr.unchanged)."""
+    return "icr_stage_wire_" + stage_names(run_id)[0].rsplit("_", 1)[1]
+
+
 def run_tables(run_id: str) -> tuple[str, ...]:
     """Every staging table of a run."""
-    return (*stage_names(run_id), kept_name(run_id))
+    return (*stage_names(run_id), kept_name(run_id), wire_name(run_id))
 
 
 class Staging:
@@ -49,6 +56,7 @@ class Staging:
         self.run_id = run_id
         self.table, self.rejects_table = stage_names(run_id)
         self.kept_table = kept_name(run_id)
+        self.wire_table = wire_name(run_id)
 
     def _execute(self, statements: Sequence[str]) -> None:
         if not statements:
@@ -61,13 +69,13 @@ class Staging:
         """(Re)create empty staging tables; a retried task starts from scratch."""
         dialect = self.warehouse.dialect
         self._execute([*dialect.create_stage_sql(self.table, self.rejects_table, STAGE_COLUMNS),
-                       *dialect.create_ids_sql(self.kept_table)])
+                       *dialect.create_ids_sql(self.kept_table), *dialect.create_wire_sql(self.wire_table)])
 
     def truncate(self) -> None:
         dialect = self.warehouse.dialect
         self._execute([*dialect.unkey_stage_sql(self.table), *dialect.unkey_stage_sql(self.kept_table),
-                       f"DELETE FROM {self.table}", f"DELETE FROM {self.rejects_table}",
-                       f"DELETE FROM {self.kept_table}"])
+                       *dialect.unkey_stage_sql(self.wire_table),
+                       *[f"DELETE FROM {t}" for t in self.tables]])
 
     def finish(self) -> None:
         """Index and analyze the staged rows once, in bulk (cheaper than per-row index upkeep).
@@ -75,32 +83,55 @@ class Staging:
         The key also proves there is exactly one row per installation.
         """
         dialect = self.warehouse.dialect
-        self._execute([*dialect.key_stage_sql(self.table, self.rejects_table), *dialect.key_ids_sql(self.kept_table)])
+        self._execute([*dialect.key_stage_sql(self.table, self.rejects_table), *dialect.key_ids_sql(self.kept_table),
+                       *dialect.key_ids_sql(self.wire_table)])
 
     def key_for_lookups(self) -> None:
         """Before :meth:`finish`: whatever a read looking staged ids up by key needs (SQLite's key)."""
         dialect = self.warehouse.dialect
         self._execute([*dialect.lookup_key_sql(self.table), *dialect.lookup_key_sql(self.kept_table)])
 
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Every staging table of the run."""
+        return (self.table, self.rejects_table, self.kept_table, self.wire_table)
+
+    def drop_sql(self) -> list[str]:
+        return [f"DROP TABLE IF EXISTS {t}" for t in self.tables]
+
     def drop(self) -> None:
-        self._execute([f"DROP TABLE IF EXISTS {t}" for t in (self.table, self.rejects_table, self.kept_table)])
+        self._execute(self.drop_sql())
 
     def exists(self) -> bool:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
 
-    def write_kept(self, ids: Sequence[str]) -> None:
-        """Append the ids of records found unchanged (lower-case UUIDs), on a connection of their
-        own (the rows' COPY may be open on another): one small COPY or one batched insert."""
+    def write_kept(self, ids: bytes) -> None:
+        """Append the ids of records found unchanged (16-byte UUIDs, concatenated), on a connection
+        of their own (the rows' COPY may be open on another): one binary COPY or one batched insert."""
         if not ids:
             return
         with self.warehouse.engine.begin() as conn:
             driver = conn.connection.driver_connection
             if self.warehouse.dialect.stages_with_copy:
                 with driver.cursor() as cursor:
-                    with cursor.copy(f"COPY {self.kept_table} (installation_id) FROM STDIN") as copy:
-                        copy.write(("\n".join(ids) + "\n").encode("ascii"))
+                    with cursor.copy(f"COPY {self.kept_table} (installation_id) FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(binary_uuid_rows(ids))
             else:
-                driver.executemany(f"INSERT INTO {self.kept_table} (installation_id) VALUES (?)", [(i,) for i in ids])
+                driver.executemany(f"INSERT INTO {self.kept_table} (installation_id) VALUES (?)",
+                                   [(str(uuid.UUID(bytes=ids[i:i + 16])),) for i in range(0, len(ids), 16)])
+
+    def write_wire(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Append (installation id, wire hash) of staged rows, on a connection of their own."""
+        if not rows:
+            return
+        with self.warehouse.engine.begin() as conn:
+            driver = conn.connection.driver_connection
+            if self.warehouse.dialect.stages_with_copy:
+                with driver.cursor() as cursor:
+                    with cursor.copy(f"COPY {self.wire_table} (installation_id, wire_hash) FROM STDIN") as copy:
+                        copy.write("".join(f"{i}\t\\\\x{d.hex()}\n" for i, d in rows).encode("ascii"))
+            else:
+                driver.executemany(f"INSERT INTO {self.wire_table} (installation_id, wire_hash) VALUES (?, ?)", rows)
 
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
         """Append one normalized chunk (and its rejects) in one round of bulk I/O."""
@@ -110,3 +141,15 @@ class Staging:
     def writer(self) -> StageWriter:
         """A writer for many chunks: on PostgreSQL one ``COPY`` stays open for all of them."""
         return StageWriter(self.warehouse, self.table, self.rejects_table)
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, no header extension
+_UUID_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", "V16")])
+
+
+def binary_uuid_rows(ids: bytes) -> bytes:
+    """A binary COPY stream of one uuid column from 16-byte UUIDs, built in one go."""
+    rows = np.empty(len(ids) // 16, dtype=_UUID_ROW)
+    rows["fields"], rows["length"] = 1, 16
+    rows["value"] = np.frombuffer(ids, dtype="V16")
+    return _COPY_HEADER + rows.tobytes() + b"\xff\xff"

@@ -44,7 +44,7 @@ def execute(conn: Connection, sql: str, params: dict[str, Any]) -> sa.CursorResu
 class Steps:
     """Runs the named statements of one dialect (``common.sql`` and ``<dialect>.sql``; with
     ``daily``, the daily snapshot's too) with a run's staging tables (``{stage}``, ``{rejects}``,
-    ``{kept}``) and parameters (each statement gets those it names), timing each in ``timings``
+    ``{kept}``, ``{wire}``) and parameters (each statement gets those it names), timing each in ``timings``
     as ``merge:<name>`` (counts as ``merge:counts``)."""
 
     def __init__(self, warehouse: Warehouse, conn: Connection, params: dict[str, Any], *,
@@ -57,7 +57,8 @@ class Steps:
         files = ("common", self.dialect.name, *(("daily_common", f"daily_{self.dialect.name}") if daily else ()))
         self.sql = {name: sql for file in files for name, sql in queries(file).items()}
         self.tables = ({} if staging is None else
-                       {"stage": staging.table, "rejects": staging.rejects_table, "kept": staging.kept_table})
+                       {"stage": staging.table, "rejects": staging.rejects_table, "kept": staging.kept_table,
+                        "wire": staging.wire_table})
 
     def run(self, name: str, **extra: Any) -> sa.CursorResult[Any]:
         sql = self.sql[name].format(**self.tables)

@@ -8,13 +8,16 @@ incomplete. Tests of the client itself use the real simulator over HTTP instead.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from icr.client import ClientStats
-from icr.paging import Page, SnapshotReport
+from icr.pagejson import SpanBody, decode_page_spans
+from icr.paging import Page, SeenIds, SnapshotReport
+from icr.unchanged import WireReader
 
 
 class StaticPager:
@@ -22,22 +25,44 @@ class StaticPager:
 
     concurrency = 1
 
-    def __init__(self, records: list[Any], page_size: int, complete: bool, reason: str | None) -> None:
+    def __init__(self, records: list[Any], page_size: int, complete: bool, reason: str | None,
+                 wire: WireReader | None = None) -> None:
         self._records = records
+        self._wire = wire
         self.page_size = page_size
         self._complete = complete
         self._reason = reason
         self.report = SnapshotReport(False, "not iterated yet", 0, 0, 0, 0, None, None)
 
+    def _page(self, number: int, chunk: list[Any], total: int, pages: int, seen: SeenIds) -> Page:
+        """A page as the pager makes it; with a WireReader, from the page's JSON bytes the way
+        InstallationPager does (records the JSON encoder cannot write are served as they are)."""
+        if self._wire is None:
+            return Page(number=number, records=chunk, total=total, page_count=pages, received=len(chunk))
+        try:
+            body = decode_page_spans(json.dumps({"installations": chunk}, separators=(",", ":")).encode())
+        except (TypeError, ValueError):
+            body = None
+        parts = self._wire.sort(body["installations"]) if isinstance(body, SpanBody) else None
+        if parts is None:
+            return Page(number=number, records=chunk, total=total, page_count=pages, received=len(chunk),
+                        digests=[None] * len(chunk))
+        out = self._wire.accept(parts, seen)
+        self._duplicates += out.duplicates
+        return Page(number=number, records=out.records, total=total, page_count=pages, received=len(chunk),
+                    digests=out.digests, kept=out.kept)
+
     def __iter__(self) -> Iterator[Page]:
         n = len(self._records)
         pages = max(1, -(-n // self.page_size))
+        seen = SeenIds()
+        self._duplicates = 0
         for p in range(pages):
             chunk = copy.deepcopy(self._records[p * self.page_size:(p + 1) * self.page_size])
-            yield Page(number=p, records=chunk, total=n, page_count=pages, received=len(chunk))
+            yield self._page(p, chunk, n, pages, seen)
         self.report = SnapshotReport(
             complete=self._complete, reason=self._reason, pages=pages, records=n, distinct_ids=n,
-            duplicates=0, total_first=n, total_last=n)
+            duplicates=self._duplicates, total_first=n, total_last=n)
 
 
 class StaticHook:
@@ -49,10 +74,11 @@ class StaticHook:
         self.reason = reason if not complete else None
         self.pagers = 0
 
-    def installations(self, page_size: int | None = None, concurrency: int | None = None) -> StaticPager:
+    def installations(self, page_size: int | None = None, concurrency: int | None = None,
+                      wire: WireReader | None = None) -> StaticPager:
         self.pagers += 1
         return StaticPager(self.records, page_size or self.page_size, self.complete,
-                           self.reason or ("test: declared incomplete" if not self.complete else None))
+                           self.reason or ("test: declared incomplete" if not self.complete else None), wire)
 
     def get_conn(self) -> Any:
         return _StaticClient(self)

@@ -45,7 +45,7 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010", "0011"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010", "0011", "0012"]
     assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())

@@ -1,0 +1,9 @@
+-- The record as the API sent it, for the nightly's fast path (icr.unchanged): the first 16 bytes
+-- of the SHA-256 of the record's bytes exactly as they stood in the page (its span in the
+-- installations array). A listed record whose bytes hash to the wire_hash of an active
+-- installation is that installation, unchanged: it is neither decoded nor normalized again.
+-- Written only together with record_hash from the same bytes (a load's new and changed rows,
+-- and unchanged rows whose bytes differ from what was stored); NULL where the bytes are not
+-- known (rows written before this migration, or by a webhook event): such a row takes the full
+-- path once and gets its wire_hash then. Additive: one nullable column.
+ALTER TABLE icr_installation_state ADD COLUMN wire_hash BLOB;

@@ -143,7 +143,7 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
         "removed": removals.removing,
         "removals_skipped": removals.skipped,
         **drift,
-        "active_after": steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL"),
+        "active_after": _active_after(steps, removals.active_before, wrote=bool(inserted or updated or removals.removing)),
     }
     expected = staged + kept + active_rejected + removals.newer - removals.removed_since
     if row["snapshot_complete"] and counts["active_after"] != expected:
@@ -152,6 +152,14 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
             f"had {staged + kept} valid distinct ids (+{active_rejected} rejected but still active, "
             f"+{removals.newer} applied and -{removals.removed_since} removed by webhook events after it was read)")
     return counts
+
+
+def _active_after(steps: _Steps, active_before: int, *, wrote: bool) -> int:
+    """Active installations after the merge: counted again when it wrote state rows; else the
+    count taken before (same transaction, and every writer waits for the merge lock)."""
+    if not wrote:
+        return active_before
+    return steps.scalar("SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL")
 
 
 def _check_staging(steps: _Steps, row: dict[str, Any], options: LoadOptions) -> tuple[int, int, int]:

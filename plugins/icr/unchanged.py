@@ -54,27 +54,27 @@ def _split_digests(digests: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 class KnownHashes:
-    """The warehouse's active installations: their ids (16-byte UUIDs, sorted) and, for those
-    that have one, their wire hash (sorted by its first 8 bytes, pointing at the id's position).
-    32 bytes an installation: 32 MB at a million."""
+    """The warehouse's active installations: their ids (16-byte UUIDs; an installation's position
+    is its place here) and, for those that have one, their wire hash (sorted by its first 8 bytes,
+    pointing at the position). 40 bytes an installation: 40 MB at a million."""
 
     def __init__(self, ids: bytes, digests: bytes) -> None:
         """``ids``: 16 bytes per installation; ``digests``: its wire hash (all zeros: none)."""
-        order = np.argsort(np.frombuffer(ids, dtype="S16"), kind="stable")
-        self.ids = np.frombuffer(ids, dtype="S16")[order]
-        digests = np.frombuffer(digests, dtype="S16")[order]
-        has = digests != np.frombuffer(_NO_WIRE, dtype="S16")[0]
-        keys, checks = _split_digests(digests[has].tobytes())
-        by_key = np.argsort(keys, kind="stable")
-        self.keys, self.checks = keys[by_key], checks[by_key]
+        self.ids = np.frombuffer(ids, dtype="V16")
+        keys, checks = _split_digests(digests)
+        has = (keys != 0) | (checks != 0)
+        by_key = np.argsort(keys[has])
+        self.keys, self.checks = keys[has][by_key], checks[has][by_key]
         self.positions = np.flatnonzero(has)[by_key].astype(np.int64)
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # built on the first id lookup
 
     def __len__(self) -> int:
         return int(self.ids.size)
 
     @property
     def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.keys.nbytes + self.checks.nbytes + self.positions.nbytes)
+        return int(self.ids.nbytes + self.keys.nbytes + self.checks.nbytes + self.positions.nbytes
+                   + (self._by_id[0].nbytes * 2 if self._by_id is not None else 0))
 
     @classmethod
     def load(cls, warehouse: Warehouse) -> KnownHashes | None:
@@ -107,13 +107,23 @@ class KnownHashes:
         return out
 
     def position_of(self, installation_id: str) -> int:
-        """The position of an active installation's id (any case), else -1."""
+        """The position of an active installation's id (any case), else -1. The first call sorts
+        the ids by their first 8 bytes (nights where every record is unchanged never ask)."""
         try:
             key = uuid.UUID(installation_id).bytes
         except (ValueError, TypeError, AttributeError):
             return -1
-        at = int(np.searchsorted(self.ids, np.frombuffer(key, dtype="S16")[0]))
-        return at if at < self.ids.size and self.ids[at] == np.frombuffer(key, dtype="S16")[0] else -1
+        if self._by_id is None:
+            high = np.frombuffer(self.ids.tobytes(), dtype=">u8")[::2].astype(np.uint64)
+            order = np.argsort(high)
+            self._by_id = (high[order], order)
+        high, order = self._by_id
+        j = int(np.searchsorted(high, np.uint64(int.from_bytes(key[:8], "big"))))
+        while j < high.size and int(high[j]) == int.from_bytes(key[:8], "big"):
+            if self.ids[order[j]].tobytes() == key:
+                return int(order[j])
+            j += 1
+        return -1
 
     def id_bytes(self, positions: np.ndarray) -> bytes:
         """The 16-byte ids at ``positions``, concatenated."""

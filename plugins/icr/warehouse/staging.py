@@ -128,8 +128,8 @@ class Staging:
             driver = conn.connection.driver_connection
             if self.warehouse.dialect.stages_with_copy:
                 with driver.cursor() as cursor:
-                    with cursor.copy(f"COPY {self.wire_table} (installation_id, wire_hash) FROM STDIN") as copy:
-                        copy.write("".join(f"{i}\t\\\\x{d.hex()}\n" for i, d in rows).encode("ascii"))
+                    with cursor.copy(f"COPY {self.wire_table} (installation_id, wire_hash) FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(binary_wire_rows(rows))
             else:
                 driver.executemany(f"INSERT INTO {self.wire_table} (installation_id, wire_hash) VALUES (?, ?)", rows)
 
@@ -153,3 +153,15 @@ def binary_uuid_rows(ids: bytes) -> bytes:
     rows["fields"], rows["length"] = 1, 16
     rows["value"] = np.frombuffer(ids, dtype="V16")
     return _COPY_HEADER + rows.tobytes() + b"\xff\xff"
+
+
+_WIRE_ROW = np.dtype([("fields", ">i2"), ("id_length", ">i4"), ("id", "V16"), ("hash_length", ">i4"), ("hash", "V16")])
+
+
+def binary_wire_rows(rows: Sequence[tuple[str, bytes]]) -> bytes:
+    """A binary COPY stream of (uuid, 16-byte bytea) rows from (canonical UUID text, digest)."""
+    out = np.empty(len(rows), dtype=_WIRE_ROW)
+    out["fields"], out["id_length"], out["hash_length"] = 2, 16, 16
+    out["id"] = np.frombuffer(bytes.fromhex("".join([i for i, _ in rows]).replace("-", "")), dtype="V16")
+    out["hash"] = np.frombuffer(b"".join([d for _, d in rows]), dtype="V16")
+    return _COPY_HEADER + out.tobytes() + b"\xff\xff"

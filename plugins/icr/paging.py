@@ -45,10 +45,8 @@ from icr.errors import ICRAPIError, ICRSnapshotError
 from icr.pagejson import SpanBody, decode_installation, decode_page, decode_page_spans
 
 if TYPE_CHECKING:
-    from icr.unchanged import Sorted, WireReader
-
-if TYPE_CHECKING:
     from icr.client import ICRClient
+    from icr.unchanged import Sorted, WireReader
 
 log = logging.getLogger(__name__)
 

@@ -111,6 +111,23 @@ def main() -> int:
 
     StageWriter._insert_rows = insert_sqlite
 
+    if cfg["warehouse_url"].startswith("sqlite"):
+        # The unchanged records' ids and the decoded ones' wire hashes are staging writes too
+        # (a night with few changes may stage a single chunk of rows).
+        from icr.warehouse.staging import Staging
+
+        def staged_sqlite(orig):
+            def write(self, *args, **kwargs):
+                orig(self, *args, **kwargs)
+                state["writes"] += 1
+                say(f"PHASE stage {state['writes']}")
+                if pause_at == "stage" and state["writes"] == 2:
+                    pause("stage")
+            return write
+
+        Staging.write_kept = staged_sqlite(Staging.write_kept)
+        Staging.write_wire = staged_sqlite(Staging.write_wire)
+
     orig_run = merge._Steps.run
 
     def step(self, name, **extra):

@@ -7,8 +7,3 @@
 -- known (rows written before this migration, or by a webhook event): such a row takes the full
 -- path once and gets its wire_hash then. Additive: one nullable column.
 ALTER TABLE icr_installation_state ADD COLUMN wire_hash bytea;
-
--- The load asks which listed installations a webhook event removed after the list was read
--- (deleted_at after the snapshot): a small index over removed rows only, instead of reading
--- every row each night.
-CREATE INDEX icr_installation_state_removed_idx ON icr_installation_state (deleted_at) WHERE deleted_at IS NOT NULL;

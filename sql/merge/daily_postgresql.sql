@@ -16,3 +16,44 @@ FROM (
 JOIN icr_installation_daily d ON d.snapshot_date = :snapshot_date AND d.installation_id = v.installation_id
 CROSS JOIN LATERAL jsonb_each_text(v.permissions) AS kv
 GROUP BY d.snapshot_date, kv.key, kv.value;
+
+-- name: daily_base_org_counts
+-- The counts a date in progress builds on (icr.warehouse.daily.count_current), copied aside
+-- first: the base may be the date itself (a rerun), whose rows are replaced.
+CREATE TEMP TABLE icr_tmp_base_org_counts ON COMMIT DROP AS
+SELECT organization_type, organization_country_code, installations
+FROM icr_daily_org_counts WHERE snapshot_date = :base;
+
+-- name: daily_base_permission_counts
+CREATE TEMP TABLE icr_tmp_base_permission_counts ON COMMIT DROP AS
+SELECT permission, access, installations
+FROM icr_daily_permission_counts WHERE snapshot_date = :base;
+
+-- name: permission_counts_insert_since
+-- The base's permission counts, less the permissions of the changed installations' versions
+-- at :counted, plus their current permission rows (see org_counts_insert_since).
+WITH changed AS (
+    SELECT DISTINCT h.installation_id FROM icr_installation_history h WHERE h.history_id > :counted
+), counts AS (
+    SELECT c.permission, c.access, c.installations AS n
+    FROM icr_tmp_base_permission_counts c
+    UNION ALL
+    SELECT kv.key, kv.value, -1
+    FROM changed x
+    JOIN icr_installation_history h ON h.history_id = (
+        SELECT max(b.history_id) FROM icr_installation_history b
+        WHERE b.installation_id = x.installation_id AND b.history_id <= :counted)
+    CROSS JOIN LATERAL jsonb_each_text(h.permissions) AS kv
+    WHERE NOT h.is_deleted
+    UNION ALL
+    SELECT p.permission, p.access, 1
+    FROM changed x
+    JOIN icr_installation_state s ON s.installation_id = x.installation_id
+    JOIN icr_installation_permissions p ON p.installation_id = x.installation_id
+    WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
+)
+INSERT INTO icr_daily_permission_counts (snapshot_date, permission, access, installations)
+SELECT :snapshot_date, permission, access, sum(n)
+FROM counts
+GROUP BY permission, access
+HAVING sum(n) <> 0;

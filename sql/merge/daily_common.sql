@@ -67,28 +67,24 @@ GROUP BY p.permission, p.access;
 -- name: org_counts_insert_since
 -- A date in progress built on the counts of a date counted from the then current rows at
 -- history_id :counted, copied aside (daily_base_*; icr.warehouse.daily.count_current): those
--- counts, less what the installations whose history moved since (a version after :counted)
--- counted then (their version at :counted, if not a removal: that date had no current row
--- created after its end), plus what their current rows count now. Every change that can move a
--- count writes a history version, so the others count as they did; with no change this copies
--- the base's rows.
-WITH changed AS (
-    SELECT DISTINCT h.installation_id FROM icr_installation_history h WHERE h.history_id > :counted
-), counts AS (
+-- counts, less what the installations whose history moved since (icr_tmp_daily_changed) counted
+-- then (their version at :counted, if not a removal: that date had no current row created after
+-- its end), plus what their current rows count now (active and created before the date's end:
+-- 1, else 0). Every change that can move a count writes a history version, so the others count
+-- as they did; with no change this copies the base's rows.
+WITH counts AS (
     SELECT c.organization_type, c.organization_country_code, c.installations AS n
     FROM icr_tmp_base_org_counts c
     UNION ALL
     SELECT h.organization_type, h.organization_country_code, -1
-    FROM changed x
-    JOIN icr_installation_history h ON h.history_id = (
-        SELECT max(b.history_id) FROM icr_installation_history b
-        WHERE b.installation_id = x.installation_id AND b.history_id <= :counted)
+    FROM icr_tmp_daily_changed x
+    JOIN icr_installation_history h ON h.history_id = x.counted_id
     WHERE NOT h.is_deleted
     UNION ALL
-    SELECT s.organization_type, s.organization_country_code, 1
-    FROM changed x
+    SELECT s.organization_type, s.organization_country_code,
+           CASE WHEN s.deleted_at IS NULL AND s.created_at < :cutoff THEN 1 ELSE 0 END
+    FROM icr_tmp_daily_changed x
     JOIN icr_installation_state s ON s.installation_id = x.installation_id
-    WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
 )
 INSERT INTO icr_daily_org_counts (snapshot_date, organization_type, organization_country_code, installations)
 SELECT :snapshot_date, organization_type, organization_country_code, sum(n)

@@ -29,28 +29,38 @@ CREATE TEMP TABLE icr_tmp_base_permission_counts ON COMMIT DROP AS
 SELECT permission, access, installations
 FROM icr_daily_permission_counts WHERE snapshot_date = :base;
 
+-- name: create_daily_changed
+-- The installations with a history version after :counted, each with the one it had at
+-- :counted (its latest up to it; NULL: it was not there yet), found among its few versions
+-- per installation: a condition on history_id could lead the planner to read the primary
+-- key's range up to :counted, all the history, instead.
+CREATE TEMP TABLE icr_tmp_daily_changed ON COMMIT DROP AS
+SELECT x.installation_id,
+       (SELECT max(CASE WHEN b.history_id <= :counted THEN b.history_id END)
+        FROM icr_installation_history b WHERE b.installation_id = x.installation_id) AS counted_id
+FROM (SELECT DISTINCT h.installation_id FROM icr_installation_history h WHERE h.history_id > :counted) x;
+
+-- name: analyze_daily_changed
+-- Real row counts for the planner (a temp table has no statistics until analyzed).
+ANALYZE icr_tmp_daily_changed;
+
 -- name: permission_counts_insert_since
 -- The base's permission counts, less the permissions of the changed installations' versions
 -- at :counted, plus their current permission rows (see org_counts_insert_since).
-WITH changed AS (
-    SELECT DISTINCT h.installation_id FROM icr_installation_history h WHERE h.history_id > :counted
-), counts AS (
+WITH counts AS (
     SELECT c.permission, c.access, c.installations AS n
     FROM icr_tmp_base_permission_counts c
     UNION ALL
     SELECT kv.key, kv.value, -1
-    FROM changed x
-    JOIN icr_installation_history h ON h.history_id = (
-        SELECT max(b.history_id) FROM icr_installation_history b
-        WHERE b.installation_id = x.installation_id AND b.history_id <= :counted)
+    FROM icr_tmp_daily_changed x
+    JOIN icr_installation_history h ON h.history_id = x.counted_id
     CROSS JOIN LATERAL jsonb_each_text(h.permissions) AS kv
     WHERE NOT h.is_deleted
     UNION ALL
-    SELECT p.permission, p.access, 1
-    FROM changed x
+    SELECT p.permission, p.access, CASE WHEN s.deleted_at IS NULL AND s.created_at < :cutoff THEN 1 ELSE 0 END
+    FROM icr_tmp_daily_changed x
     JOIN icr_installation_state s ON s.installation_id = x.installation_id
     JOIN icr_installation_permissions p ON p.installation_id = x.installation_id
-    WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
 )
 INSERT INTO icr_daily_permission_counts (snapshot_date, permission, access, installations)
 SELECT :snapshot_date, permission, access, sum(n)

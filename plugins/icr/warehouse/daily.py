@@ -103,10 +103,12 @@ def count_current(steps: _Steps, base: Any) -> int | None:
         base_day, counted = base
         for table in ("org_counts", "permission_counts"):  # aside first: the base may be this date
             steps.run(f"daily_base_{table}", base=base_day)
+        steps.run("create_daily_changed", counted=counted)
+        steps.run_optional("analyze_daily_changed")
         for table in ("org_counts", "permission_counts"):
             steps.run(f"{table}_delete")
-            steps.run(f"{table}_insert_since", counted=counted)
-        steps.drop_temp("icr_tmp_base_org_counts", "icr_tmp_base_permission_counts")
+            steps.run(f"{table}_insert_since")
+        steps.drop_temp("icr_tmp_base_org_counts", "icr_tmp_base_permission_counts", "icr_tmp_daily_changed")
     return steps.run("daily_counted_history_id").scalar_one()
 
 

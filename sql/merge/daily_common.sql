@@ -64,6 +64,57 @@ JOIN icr_installation_permissions p ON p.installation_id = s.installation_id
 WHERE s.deleted_at IS NULL AND s.created_at < :cutoff
 GROUP BY p.permission, p.access;
 
+-- name: org_counts_insert_since
+-- A date in progress built on the counts of a date counted from the then current rows at
+-- history_id :counted, copied aside (daily_base_*; icr.warehouse.daily.count_current): those
+-- counts, less what the installations whose history moved since (icr_tmp_daily_changed) counted
+-- then (their version at :counted, if not a removal: that date had no current row created after
+-- its end), plus what their current rows count now (active and created before the date's end:
+-- 1, else 0). Every change that can move a count writes a history version, so the others count
+-- as they did; with no change this copies the base's rows.
+WITH counts AS (
+    SELECT c.organization_type, c.organization_country_code, c.installations AS n
+    FROM icr_tmp_base_org_counts c
+    UNION ALL
+    SELECT h.organization_type, h.organization_country_code, -1
+    FROM icr_tmp_daily_changed x
+    JOIN icr_installation_history h ON h.history_id = x.counted_id
+    WHERE NOT h.is_deleted
+    UNION ALL
+    SELECT s.organization_type, s.organization_country_code,
+           CASE WHEN s.deleted_at IS NULL AND s.created_at < :cutoff THEN 1 ELSE 0 END
+    FROM icr_tmp_daily_changed x
+    JOIN icr_installation_state s ON s.installation_id = x.installation_id
+)
+INSERT INTO icr_daily_org_counts (snapshot_date, organization_type, organization_country_code, installations)
+SELECT :snapshot_date, organization_type, organization_country_code, sum(n)
+FROM counts
+GROUP BY organization_type, organization_country_code
+HAVING sum(n) <> 0;
+
+-- name: daily_counted_base
+-- What a date in progress :day can build its counts on (icr.warehouse.daily.count_current): of
+-- the dates up to it (itself, on a rerun) counted from the then current rows, the one counted
+-- last. None: it counts all current rows.
+SELECT snapshot_date, counted_history_id FROM icr_daily_totals
+WHERE snapshot_date <= :day AND counted_history_id IS NOT NULL
+ORDER BY counted_history_id DESC, snapshot_date DESC
+LIMIT 1;
+
+-- name: daily_counted_history_id
+-- What a date in progress stores as counted_history_id once counted: the history's end, unless
+-- a current row created at or after the date's end was left out (the next date would count it
+-- without a history version telling it so).
+SELECT CASE WHEN EXISTS (SELECT 1 FROM icr_installation_state s
+                         WHERE s.deleted_at IS NULL AND s.created_at >= :cutoff)
+            THEN NULL
+            ELSE (SELECT coalesce(max(h.history_id), 0) FROM icr_installation_history h) END;
+
+-- name: totals_forget_counted
+-- A change written without a history version (a full resync rewriting unchanged records, a
+-- migration): no date counted before it may be built on.
+UPDATE icr_daily_totals SET counted_history_id = NULL WHERE counted_history_id IS NOT NULL;
+
 -- name: daily_previous_date
 SELECT max(snapshot_date) FROM icr_daily_totals WHERE snapshot_date < :day;
 
@@ -143,7 +194,7 @@ INSERT INTO icr_daily_totals (snapshot_date, compared_to, active, sync_run_id, a
 VALUES (:day, :prev, 0, :run_id, :as_of, :loaded_at);
 
 -- name: totals_set_active
-UPDATE icr_daily_totals SET active = :active WHERE snapshot_date = :day;
+UPDATE icr_daily_totals SET active = :active, counted_history_id = :counted WHERE snapshot_date = :day;
 
 -- name: totals_update_changes
 -- A date's changes against :prev (also: the next date after a backfilled one is now compared

@@ -101,7 +101,7 @@ def merge_run(warehouse: Warehouse, run: RunContext, options: LoadOptions,
         final = {**counts, "status": "success", "finished_at": finished, "error": None,
                  "step_seconds": {**_json_dict(row.get("step_seconds")), **timings.rounded()}}
         with timings.measure("merge:check_run"):
-            check_run(conn, warehouse, run, {**row, **final})
+            check_run(conn, warehouse, run, {**row, **final}, in_load=True)
         update_run(warehouse, run.run_id, conn=conn, **final)
         # Dropped in the same transaction: a process killed after COMMIT leaves no staging behind,
         # and a rollback keeps the staged snapshot for a retry of the load.
@@ -232,8 +232,21 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict[str, Any]) -> None:
-    """Quality checks that fail the run (inside the load transaction, and again by the verify task)."""
+def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict[str, Any], *,
+              in_load: bool = False) -> None:
+    """Quality checks that fail the run: in the load's transaction (``in_load``: a failure rolls
+    the load back) and again by the verify task, on the committed result.
+
+    The date's counts are checked against rows counted another way. In the load of a date in
+    progress (the nightly), against the current rows: ``active_after`` (the merge's own count of
+    the active rows) less those created after the date's end (an index range), which the counts
+    made from the previous date and the night's changes (:func:`icr.warehouse.daily.count_current`)
+    must match: cheap, and a count built on a wrong base never commits. Everywhere else (verify;
+    the load of a past date, whose counts come from the view anyway), against the view
+    ``icr_installation_daily``, which derives the date's rows from the history, a pass over it:
+    that the rows dashboards read agree with the counts is checked once per run, in verify, which
+    reads a snapshot outside the merge lock instead of holding it.
+    """
     problems = []
     fetched = int(row["records_fetched"] or 0)
     parts = sum(int(row[k] or 0) for k in ("inserted", "updated", "unchanged", "rejected"))
@@ -244,6 +257,27 @@ def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict
         "OR record_hash IS NULL", {}).scalar_one()
     if null_keys:
         problems.append(f"{null_keys} installations with a null key (installation_id, organization_id, record_hash)")
+    if in_load and day_cutoff(run) > _as_dt(row["finished_at"]):
+        problems += _current_rows_problems(conn, warehouse, run, row)
+    else:
+        problems += _view_problems(conn, warehouse, run, row)
+    if problems:
+        raise QualityCheckError(f"run {run.run_id}: quality checks failed: " + "; ".join(problems))
+
+
+def _current_rows_problems(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict[str, Any]) -> list[str]:
+    later = int(statements.execute(
+        conn, "SELECT count(*) FROM icr_installation_state WHERE deleted_at IS NULL AND created_at >= :cutoff",
+        {"cutoff": warehouse.ts(day_cutoff(run))}).scalar_one())
+    counted = int(row["active_after"]) - later
+    if row.get("daily_rows") is None or int(row["daily_rows"]) != counted:
+        return [f"the counts for {run.snapshot_date} hold {row.get('daily_rows')} installations, the current rows "
+                f"{counted} ({row['active_after']} active, {later} of them created after the date)"]
+    return []
+
+
+def _view_problems(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict[str, Any]) -> list[str]:
+    problems = []
     daily = statements.execute(
         conn, "SELECT count(*), count(installation_id) FROM icr_installation_daily WHERE snapshot_date = :d",
         {"d": warehouse.day(run.snapshot_date)}).one()
@@ -259,8 +293,7 @@ def check_run(conn: Connection, warehouse: Warehouse, run: RunContext, row: dict
     active_after = row.get("active_after")
     if active_after and not daily[0]:
         problems.append(f"daily snapshot for {run.snapshot_date} is missing although {active_after} are active")
-    if problems:
-        raise QualityCheckError(f"run {run.run_id}: quality checks failed: " + "; ".join(problems))
+    return problems
 
 
 def verify_run(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:

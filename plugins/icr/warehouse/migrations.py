@@ -14,6 +14,7 @@ from importlib import resources
 
 import sqlalchemy as sa
 
+from icr.warehouse import statements
 from icr.warehouse.engine import LOCK_MIGRATE, Warehouse
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,15 @@ def apply_migrations(warehouse: Warehouse) -> list[str]:
                 {"v": mig.version, "n": mig.name},
             )
             applied_now.append(mig.version)
+        if applied_now and _counts_per_history(conn):
+            # A migration may rewrite rows without a history version: no date's per-day counts
+            # are a base for the next date's any more (icr.warehouse.daily.count_current).
+            conn.exec_driver_sql(statements.queries("daily_common")["totals_forget_counted"])
     if not applied_now:
         log.info("Warehouse schema is up to date (%s)", warehouse.description)
     return applied_now
+
+
+def _counts_per_history(conn: sa.Connection) -> bool:
+    """The warehouse has ``icr_daily_totals.counted_history_id`` (migration 0013)."""
+    return any(c["name"] == "counted_history_id" for c in sa.inspect(conn).get_columns("icr_daily_totals"))

@@ -44,8 +44,8 @@ def execute(conn: Connection, sql: str, params: dict[str, Any]) -> sa.CursorResu
 class Steps:
     """Runs the named statements of one dialect (``common.sql`` and ``<dialect>.sql``; with
     ``daily``, the daily snapshot's too) with a run's staging tables (``{stage}``, ``{rejects}``,
-    ``{kept}``, ``{wire}``) and parameters (each statement gets those it names), timing each in ``timings``
-    as ``merge:<name>`` (counts as ``merge:counts``)."""
+    ``{kept}``, ``{wire}``) and parameters (each statement gets those it names), timing each in
+    ``timings`` as ``merge:<name>`` (unnamed counts as ``merge:counts``)."""
 
     def __init__(self, warehouse: Warehouse, conn: Connection, params: dict[str, Any], *,
                  staging: Staging | None = None, timings: Timings | None = None, daily: bool = False) -> None:
@@ -72,13 +72,13 @@ class Steps:
         if name in self.sql:
             self.run(name)
 
-    def scalar(self, sql: str, **params: Any) -> int:
-        with self.timings.measure("merge:counts"):
+    def scalar(self, sql: str, *, timed_as: str = "merge:counts", **params: Any) -> int:
+        with self.timings.measure(timed_as):
             return int(execute(self.conn, sql.format(**self.tables), params).scalar_one() or 0)
 
     def count(self, name: str, **extra: Any) -> int:
-        """A named statement that counts, timed with the other counts."""
-        return self.scalar(self.sql[name], **extra)
+        """A named statement that counts, timed under its name."""
+        return self.scalar(self.sql[name], timed_as=f"merge:{name}", **extra)
 
     def drop_temp(self, *tables: str) -> None:
         """End these temporary tables of the transaction now, where the dialect does not at commit."""

@@ -45,7 +45,7 @@ def active_ids(warehouse) -> set[str]:
 
 
 def test_migrations_apply_once_in_order(warehouse):
-    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010", "0011", "0012"]
+    expected = ["0001", "0002", "0003"] + (["0004"] if warehouse.dialect_name == "postgresql" else []) + ["0005", "0006", "0008", "0009", "0010", "0011", "0012", "0013"]
     assert apply_migrations(warehouse) == expected
     assert apply_migrations(warehouse) == []
     names = set(sa.inspect(warehouse.engine).get_table_names())
@@ -454,8 +454,8 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
     run, result = sync(warehouse, records)
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
     rebuilt = [s for s in statements if "ADD CONSTRAINT" in s or s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
-    # state pkey + active and removed indexes, permissions pkey, history pkey + 3 indexes
-    assert len(dropped) == len(rebuilt) == 8
+    # state pkey + active, created_at and deleted_at indexes, permissions pkey, history pkey + 3 indexes
+    assert len(dropped) == len(rebuilt) == 9
     assert _index_catalog(warehouse) == catalog
     assert result["inserted"] == 40 and permission_mismatches(warehouse) == 0
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40

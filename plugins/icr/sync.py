@@ -36,7 +36,7 @@ from icr.timings import Timings
 from icr.unchanged import KnownHashes, WireReader
 from icr.warehouse import removals
 from icr.warehouse.engine import Warehouse
-from icr.warehouse.housekeeping import start_run
+from icr.warehouse.housekeeping import start_run, tidy_after_load
 from icr.warehouse.merge import LoadOptions, merge_run, verify_run
 from icr.warehouse.migrations import apply_migrations
 from icr.warehouse.runlog import RunContext, fail_run, find_reusable_snapshot, now_utc, update_run
@@ -512,9 +512,14 @@ def _client_stats(hook: _Hook) -> dict[str, Any]:
 # -- load, verify, cleanup ------------------------------------------------------------------------
 def load(warehouse: Warehouse, run: RunContext, settings: SyncSettings,
          timings: Timings | None = None) -> dict[str, Any]:
-    """Merge the run's staged snapshot (``timings``: seconds per merge statement, ``merge:<name>``)."""
+    """Merge the run's staged snapshot (``timings``: seconds per merge statement, ``merge:<name>``),
+    then tidy the tables when it rewrote a large share of them (``load:tidy``)."""
+    timings = timings if timings is not None else Timings()
     with warehouse.out_of_space_explained(f"loading run {run.run_id}"):
-        return merge_run(warehouse, run, settings.load_options, timings)
+        loaded = merge_run(warehouse, run, settings.load_options, timings)
+        with timings.measure("load:tidy"):
+            tidy_after_load(warehouse, loaded)
+    return loaded
 
 
 def verify(warehouse: Warehouse, run: RunContext) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,6 +20,31 @@ from icr.warehouse.runlog import RunContext, fail_stale_runs, record_start, runn
 from icr.warehouse.staging import STAGE_NAME, run_tables
 
 log = logging.getLogger(__name__)
+
+
+#: A load that wrote at least this share of the active installations (and TIDY_MIN_ROWS rows)
+#: tidies the tables it wrote afterwards (Dialect.tidy_sql: VACUUM (ANALYZE) on PostgreSQL).
+TIDY_SHARE = 0.10
+TIDY_MIN_ROWS = 10_000
+_TIDY_TABLES = ("icr_installation_state", "icr_installation_history", "icr_installation_permissions")
+
+
+def tidy_after_load(warehouse: Warehouse, loaded: dict[str, Any]) -> bool:
+    """After a committed load that rewrote a large share of the installations (a first load, a
+    full resync): vacuum and analyze what it wrote, so the next nightly reads the active ids and
+    wire hashes with an index-only scan (measured at 1,000,000: 0.44 s instead of 1.0 s) and the
+    planner knows the tables' sizes. About a second at 1,000,000 rows; nothing on other nights."""
+    written = sum(int(loaded.get(k) or 0) for k in ("inserted", "updated", "removed"))
+    if written < max(TIDY_MIN_ROWS, TIDY_SHARE * int(loaded.get("active_after") or 0)):
+        return False
+    statements = warehouse.dialect.tidy_sql(_TIDY_TABLES)
+    if not statements:
+        return False
+    with warehouse.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    log.info("Vacuumed and analyzed %s after a load that wrote %d rows", ", ".join(_TIDY_TABLES), written)
+    return True
 
 
 def start_run(warehouse: Warehouse, run: RunContext, *, stale_after: timedelta) -> None:

@@ -5,6 +5,7 @@ daily snapshots for past dates, and a failure injected mid-load."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from itertools import count
 
@@ -540,3 +541,32 @@ def test_staging_written_by_an_older_release_still_loads(pg_warehouse):
     assert (result["inserted"], result["updated"]) == (2, 10)
     assert permission_mismatches(warehouse) == 0
     assert scalar(warehouse, "SELECT count(*) FROM icr_installations WHERE raw->>'appNameId' = 'renamed'") == 12
+
+
+def _vacuums(warehouse) -> int:
+    """How often PostgreSQL vacuumed the state table by hand (0 on SQLite, which has no VACUUM here)."""
+    if warehouse.dialect_name != "postgresql":
+        return 0
+    for _ in range(50):  # the statistics arrive asynchronously
+        with warehouse.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            count = conn.exec_driver_sql("SELECT vacuum_count FROM pg_stat_user_tables "
+                                         "WHERE relname = 'icr_installation_state'").scalar_one()
+        if count:
+            return int(count)
+        time.sleep(0.1)
+    return 0
+
+
+def test_a_load_that_rewrote_most_rows_tidies_the_tables_and_a_quiet_one_does_not(warehouse, monkeypatch):
+    from icr.warehouse import housekeeping
+
+    monkeypatch.setattr(housekeeping, "TIDY_MIN_ROWS", 30)
+    records = [make_record(i) for i in range(40)]
+    sync(warehouse, records)
+    vacuumed = _vacuums(warehouse)
+    assert vacuumed == (1 if warehouse.dialect_name == "postgresql" else 0)
+    sync(warehouse, records)  # nothing written: nothing to tidy
+    records[0] = make_record(0, permissions={})
+    sync(warehouse, records)  # 1 of 40 rewritten: below the share
+    assert _vacuums(warehouse) == vacuumed

@@ -176,8 +176,14 @@ def _round_two_lines(size: dict[str, Any], d: dict[str, Any]) -> list[str]:
     quiet = size.get("rerun_no_change", {}).get("warehouse", {}).get("rows_written_by_table")
     if quiet:
         lines.append("  no change, rows written by table: " + ", ".join(f"{t} {n:,}" for t, n in quiet.items()))
-    lines.append("  kept = records found unchanged before normalizing (only their ids staged); rows written = "
+    lines.append("  kept = records found unchanged before decoding (only their ids staged); rows written = "
                  "n_tup_ins + n_tup_upd + n_tup_del over every icr_* table (staging excluded)")
+    passes = {label: night.get("fetch_only_passes") for key, label in (("rerun_no_change", "no change"),
+                                                                        ("rerun_changes", "1%/0.5%"))
+              if (night := d.get("nightly", {}).get(key))}
+    if any(passes.values()):
+        lines.append("  fetch only = the faster of the first pass and one just before the run (s): " + "; ".join(
+            f"{label} " + " / ".join(f"{p:.2f}" for p in values) for label, values in passes.items() if values))
     dlt = d.get("dlt")
     if dlt:
         ver = size["dlt"]["first"].get("dlt_version", "?")

@@ -64,8 +64,11 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         out["sync"]["server_io"] = io_delta(db, io)
         out.update(measure_floor(db))
         out["stock"] = measure_stock(db, conn, min(n, opts.stock_sample), opts.page_size)
+        log("fetch-only floor again, next to sync #2")
+        fetch_again = worker("fetch", conn, **measured)
         log("sync #2 (no changes)")
         out["rerun_no_change"] = _sync(db, conn, measured)
+        out["rerun_no_change"]["fetch_only_next_to_it"] = fetch_again
         if with_dlt:
             dbs.append(Database(opts.pg_url, tag + "_dlt"))
             out["dlt"] = measure_dlt(sim, dbs[-1], opts, workdir)
@@ -73,7 +76,10 @@ def measure_size(n: int, opts: argparse.Namespace, workdir: Path, with_proxy: bo
         upd, rem = _changes(n)
         log(f"sync #3 ({upd:,} updated, {rem:,} removed)")
         sim.admin("POST", "/_sim/changes", {"update": upd, "remove": rem})
+        log("fetch-only floor again, next to sync #3")
+        fetch_again = worker("fetch", conn, **measured)
         out["rerun_changes"] = _sync(db, conn, measured)
+        out["rerun_changes"]["fetch_only_next_to_it"] = fetch_again
         out["rerun_changes"]["changes"] = {"updated": upd, "removed": rem}
 
         if opts.sqlite:

@@ -39,6 +39,13 @@ WHERE t.deleted_at > :now
   AND (EXISTS (SELECT 1 FROM {stage} s WHERE s.installation_id = t.installation_id)
        OR EXISTS (SELECT 1 FROM {kept} k WHERE k.installation_id = t.installation_id));
 
+-- name: count_unplanned_wire_hashes
+-- Staged rows with a wire hash that the merge did not write (unchanged by record_hash): only
+-- then can a stored wire hash be missing or stale (wire_hashes_refresh), which after an upgrade
+-- to migration 0012 is every row once, and otherwise none on most nights.
+SELECT count(*) FROM {wire} w
+WHERE NOT EXISTS (SELECT 1 FROM icr_tmp_changes c WHERE c.installation_id = w.installation_id);
+
 -- name: rejects_clear
 DELETE FROM icr_rejected_records WHERE sync_run_id = :run_id;
 

@@ -51,7 +51,7 @@ def write_day(steps: _Steps, day: date, *, finished: datetime) -> int:
     current = cutoff_of(day) > finished
     d = steps.params["snapshot_date"]
     steps.run("daily_archive_delete")
-    if steps.params["full_resync"]:  # it rewrites rows without a history version
+    if steps.params.get("full_resync"):  # it rewrites rows without a history version
         steps.run("totals_forget_counted")
     base = steps.run("daily_counted_base", day=d).one_or_none() if current else None
     prev = steps.run("daily_previous_date", day=d).scalar_one()

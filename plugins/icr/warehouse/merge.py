@@ -129,8 +129,8 @@ def _merge_snapshot(warehouse: Warehouse, steps: _Steps, row: dict[str, Any], op
                  "history_close_changed", "history_insert_changed", "history_close_removed",
                  "history_insert_removed", "mark_removed", "rejects_clear", "rejects_insert"):
         steps.run(name)
-    if staged > inserted:  # rows that were there before may have come with other bytes
-        steps.run("wire_hashes_refresh")
+    if staged > inserted and steps.count("count_unplanned_wire_hashes"):
+        steps.run("wire_hashes_refresh")  # unchanged rows that came with other bytes than stored
     active_rejected = steps.count("count_active_rejected") if staged_rejects else 0
     steps.drop_temp("icr_tmp_changes", "icr_tmp_removals")
 

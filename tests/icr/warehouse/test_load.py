@@ -455,8 +455,8 @@ def test_first_bulk_load_rebuilds_indexes_once_and_restores_them_exactly(bulk_pg
     run, result = sync(warehouse, records)
     dropped = [s for s in statements if s.startswith("DROP INDEX") or "DROP CONSTRAINT" in s]
     rebuilt = [s for s in statements if "ADD CONSTRAINT" in s or s.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX"))]
-    # state pkey + active, created_at and deleted_at indexes, permissions pkey, history pkey + 3 indexes
-    assert len(dropped) == len(rebuilt) == 9
+    # state pkey + active, created_at, deleted_at and (id, created_at) indexes, permissions pkey, history pkey + 3
+    assert len(dropped) == len(rebuilt) == 10
     assert _index_catalog(warehouse) == catalog
     assert result["inserted"] == 40 and permission_mismatches(warehouse) == 0
     assert scalar(warehouse, "SELECT count(*) FROM icr_installation_history WHERE valid_to IS NULL") == 40

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,32 +107,29 @@ class Staging:
         return sa.inspect(self.warehouse.engine).has_table(self.table)
 
     def write_kept(self, ids: bytes) -> None:
-        """Append the ids of records found unchanged (16-byte UUIDs, concatenated), on a connection
-        of their own (the rows' COPY may be open on another): one binary COPY or one batched insert."""
-        if not ids:
-            return
-        with self.warehouse.engine.begin() as conn:
-            driver = conn.connection.driver_connection
-            if self.warehouse.dialect.stages_with_copy:
-                with driver.cursor() as cursor:
-                    with cursor.copy(f"COPY {self.kept_table} (installation_id) FROM STDIN (FORMAT binary)") as copy:
-                        copy.write(binary_uuid_rows(ids))
-            else:
-                driver.executemany(f"INSERT INTO {self.kept_table} (installation_id) VALUES (?)",
-                                   [(str(uuid.UUID(bytes=ids[i:i + 16])),) for i in range(0, len(ids), 16)])
+        """Append the ids of records found unchanged (16-byte UUIDs, concatenated)."""
+        if ids:
+            self._append(self.kept_table, ("installation_id",), lambda: binary_uuid_rows(ids),
+                         lambda: [(str(uuid.UUID(bytes=ids[i:i + 16])),) for i in range(0, len(ids), 16)])
 
     def write_wire(self, rows: Sequence[tuple[str, bytes]]) -> None:
-        """Append (installation id, wire hash) of staged rows, on a connection of their own."""
-        if not rows:
-            return
+        """Append (installation id, wire hash) of staged rows."""
+        if rows:
+            self._append(self.wire_table, ("installation_id", "wire_hash"), lambda: binary_wire_rows(rows),
+                         lambda: rows)
+
+    def _append(self, table: str, columns: tuple[str, ...], binary: Callable[[], bytes],
+                rows: Callable[[], Sequence[tuple[Any, ...]]]) -> None:
+        """Append to a staging table on a connection of its own (the rows' COPY may be open on
+        another): one binary COPY (``binary()``), or one batched insert of ``rows()``."""
+        names = ", ".join(columns)
         with self.warehouse.engine.begin() as conn:
             driver = conn.connection.driver_connection
             if self.warehouse.dialect.stages_with_copy:
-                with driver.cursor() as cursor:
-                    with cursor.copy(f"COPY {self.wire_table} (installation_id, wire_hash) FROM STDIN (FORMAT binary)") as copy:
-                        copy.write(binary_wire_rows(rows))
+                with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
+                    copy.write(binary())
             else:
-                driver.executemany(f"INSERT INTO {self.wire_table} (installation_id, wire_hash) VALUES (?, ?)", rows)
+                driver.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", rows())
 
     def write(self, frame: pd.DataFrame, rejects: Sequence[RejectedRecord] = ()) -> None:
         """Append one normalized chunk (and its rejects) in one round of bulk I/O."""

@@ -143,6 +143,14 @@ class SeenIds:
     def add(self, value: str) -> bool:
         return self.add_batch([value])[0]
 
+    def add_records(self, records: list[Any]) -> list[bool | None]:
+        """Add the ids of records; per record: True (its id is new), False (seen before: a
+        duplicate), or None (no usable string ``id``: passed on for normalize to reject)."""
+        ids = [rec.get("id") if isinstance(rec, dict) else None for rec in records]
+        usable = [isinstance(rid, str) and bool(rid.strip()) for rid in ids]
+        flags = iter(self.add_batch(rid for rid, ok in zip(ids, usable) if ok))
+        return [next(flags) if ok else None for ok in usable]
+
     def compact(self) -> None:
         """Fold the pending array into the main one."""
         if self._pending.size:
@@ -516,23 +524,12 @@ class InstallationPager:
 
         if raw.sorted is not None and state.wire is not None:
             return self._accept_sorted(state, raw, received)
-        with_id: list[tuple[int, str]] = []
-        keep: list[bool] = [True] * len(raw.installations)
-        for i, rec in enumerate(raw.installations):
-            rid = rec.get("id") if isinstance(rec, dict) else None
-            if isinstance(rid, str) and rid.strip():
-                with_id.append((i, rid))
-            else:
-                state.without_id += 1
-        flags = state.seen.add_batch(rid for _, rid in with_id)
-        for (i, _), new in zip(with_id, flags):
-            if not new:
-                keep[i] = False
-                state.duplicates += 1
-        records = [rec for rec, k in zip(raw.installations, keep) if k]
+        flags = state.seen.add_records(raw.installations)
+        state.without_id += flags.count(None)
+        state.duplicates += flags.count(False)
+        records = [rec for rec, new in zip(raw.installations, flags) if new is not False]
         self._count_repeats(state, raw, new=len(records), received=received)
-        return Page(raw.number, records, raw.total, raw.page_count, received,
-                    digests=[None] * len(records) if state.wire is not None else None)
+        return Page(raw.number, records, raw.total, raw.page_count, received)
 
     def _accept_sorted(self, state: _State, raw: _Raw, received: int) -> Page:
         """The same for a page the WireReader sorted: unchanged installations stay positions."""

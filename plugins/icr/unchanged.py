@@ -206,7 +206,7 @@ class WireReader:
             self.seconds += time.perf_counter() - t0
 
     def _sort(self, spans: Sequence[Any]) -> Sorted | None:
-        digests = b"".join([hashlib.sha256(s).digest()[:WIRE_BYTES] for s in spans])
+        digests = b"".join([wire_hash(s) for s in spans])
         found = self.known.match(digests) if self.known is not None else np.full(len(spans), -1, dtype=np.int64)
         out = Sorted(kept=found[found >= 0])
         for i in np.flatnonzero(found < 0).tolist():
@@ -228,16 +228,13 @@ class WireReader:
 
     def _accept(self, page: Sorted, seen: Any) -> Accepted:
         out = Accepted([], [], page.kept[:0])
-        ids = [r.get("id") if type(r) is dict else None for r in page.fresh]
-        has = [type(rid) is str and bool(rid.strip()) for rid in ids]
-        flags = iter(seen.add_batch(rid for rid, h in zip(ids, has) if h))
-        for record, digest, rid, h in zip(page.fresh, page.digests, ids, has):
-            if not h:
-                out.without_id += 1
-            elif not next(flags):
+        flags = seen.add_records(page.fresh)
+        out.without_id = flags.count(None)
+        for record, digest, new in zip(page.fresh, page.digests, flags):
+            if new is False:
                 out.duplicates += 1
                 continue
-            elif not self._claim(rid):  # a kept copy came first: counted there
+            if new and not self._claim(record["id"]):  # a kept copy came first: counted there
                 self.overlap += 1
                 out.duplicates += 1
                 continue

@@ -95,7 +95,7 @@ class Staging:
     @property
     def tables(self) -> tuple[str, ...]:
         """Every staging table of the run."""
-        return (self.table, self.rejects_table, self.kept_table, self.wire_table)
+        return run_tables(self.run_id)
 
     def drop_sql(self) -> list[str]:
         return [f"DROP TABLE IF EXISTS {t}" for t in self.tables]
